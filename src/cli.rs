@@ -1,0 +1,181 @@
+//! Command line: `mreg stdio | serve | check-config | version | help`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mreg::app::App;
+use mreg::config::{Config, ConfigErrors};
+use mreg::mcp::session::{Session, Transport};
+use mreg::transport::stdio;
+
+const USAGE: &str = "\
+mreg: an MCP server with Entra ID identity, audit, rate limits and access control
+
+usage: mreg [--data-dir DIR] <command>
+
+commands:
+  stdio          serve MCP over stdin/stdout (for desktop clients)
+  serve [--dev]  serve MCP over Streamable HTTP on MREG_HTTP_ADDR (default 127.0.0.1:8001)
+  check-config   validate every MREG_ variable and print the effective configuration
+  version        print the version
+  help           print this text
+
+Configuration comes from MREG_* environment variables; see .env.example.";
+
+struct Args {
+    data_dir: Option<PathBuf>,
+    command: String,
+    rest: Vec<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut data_dir = None;
+    let mut command = None;
+    let mut rest = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--data-dir" => {
+                data_dir = Some(PathBuf::from(
+                    it.next().ok_or("--data-dir needs a directory")?,
+                ))
+            }
+            s if s.starts_with("--data-dir=") => {
+                data_dir = Some(PathBuf::from(&s["--data-dir=".len()..]))
+            }
+            "-h" | "--help" if command.is_none() => command = Some("help".to_string()),
+            "-V" | "--version" if command.is_none() => command = Some("version".to_string()),
+            _ if command.is_none() => command = Some(a),
+            _ => rest.push(a),
+        }
+    }
+    Ok(Args {
+        data_dir,
+        command: command.unwrap_or_else(|| "help".into()),
+        rest,
+    })
+}
+
+fn load_config(data_dir: Option<PathBuf>) -> Result<Config, ConfigErrors> {
+    let read_file = |p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    let mut config = Config::from_lookup(&|k| std::env::var(k).ok(), &read_file)?;
+    if let Some(d) = data_dir {
+        config.data_dir = d;
+    }
+    Ok(config)
+}
+
+fn init_logging(level: &str) {
+    let env = env_logger::Env::default().default_filter_or(level);
+    env_logger::Builder::from_env(env)
+        .target(env_logger::Target::Stderr)
+        .init();
+}
+
+fn warn_unknown_vars() {
+    for v in Config::unknown_vars(std::env::vars().map(|(k, _)| k)) {
+        log::warn!("{v} is set but mreg does not read it (a typo?)");
+    }
+}
+
+pub fn main() -> i32 {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("mreg: {e}\n\n{USAGE}");
+            return 2;
+        }
+    };
+    match args.command.as_str() {
+        "help" => {
+            println!("{USAGE}");
+            0
+        }
+        "version" => {
+            println!("mreg {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        "check-config" => check_config(args.data_dir),
+        "stdio" => run_stdio(args.data_dir),
+        other => {
+            eprintln!("mreg: unknown command {other:?}\n\n{USAGE}");
+            let _ = args.rest;
+            2
+        }
+    }
+}
+
+fn check_config(data_dir: Option<PathBuf>) -> i32 {
+    match load_config(data_dir) {
+        Ok(config) => {
+            let mut out = std::io::stdout().lock();
+            for (k, v) in config.effective() {
+                let _ = writeln!(out, "{k}={v}");
+            }
+            for v in Config::unknown_vars(std::env::vars().map(|(k, _)| k)) {
+                eprintln!("warning: {v} is set but mreg does not read it (a typo?)");
+            }
+            0
+        }
+        Err(e) => {
+            eprint!("mreg: {e}");
+            1
+        }
+    }
+}
+
+/// Loads the configuration and opens the store, or says in one line why not.
+fn start(data_dir: Option<PathBuf>) -> Result<App, i32> {
+    let config = load_config(data_dir).map_err(|e| {
+        eprint!("mreg: {e}");
+        1
+    })?;
+    init_logging(&config.log_level);
+    warn_unknown_vars();
+    App::build(config).map_err(|e| {
+        log::error!("{e}");
+        1
+    })
+}
+
+fn run_stdio(data_dir: Option<PathBuf>) -> i32 {
+    let app = match start(data_dir) {
+        Ok(app) => app,
+        Err(code) => return code,
+    };
+    let principal = app.stdio_principal();
+    if !app.config.local.explicit {
+        log::warn!(
+            "stdio runs as the local principal {} with role(s) {} (set MREG_LOCAL_* to change)",
+            principal.key(),
+            principal.roles_text()
+        );
+    }
+    let session = Session::new(
+        format!("stdio-{}", std::process::id()),
+        Transport::Stdio,
+        principal,
+    );
+    let result = stdio::serve(
+        app.server.clone(),
+        session,
+        std::io::stdin(),
+        std::io::stdout(),
+        app.config.stdio_workers,
+    );
+    if let Err(e) = app.store.flush() {
+        log::error!("{e}");
+        return 1;
+    }
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("reading stdin failed: {e}");
+            1
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _keep(_: Arc<()>) {}

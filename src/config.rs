@@ -1,0 +1,612 @@
+//! `MREG_*` settings → a validated [`Config`]. Pure: the caller passes a lookup closure
+//! (the process environment in `main`, a map in tests); no file or socket is touched
+//! here except through the `…_FILE` reader the caller also passes in. Every invalid
+//! variable is reported at once, with its name and what is expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::auth::principal::Role;
+
+/// A problem with one variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.var, self.problem)
+    }
+}
+
+/// Every problem found, in variable order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A secret value: never printed, compared or logged through `Debug`/`Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The principal stdio runs as when no token is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPrincipal {
+    pub tenant: String,
+    pub user: String,
+    pub roles: Vec<Role>,
+    /// True when any of the `MREG_LOCAL_*` variables was set explicitly.
+    pub explicit: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+    pub workers: usize,
+    pub max_connections: usize,
+    pub max_body_bytes: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub allowed_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    pub max_sessions: usize,
+    pub session_idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AzureSettings {
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub authority: String,
+    pub oauth_callback_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub log_level: String,
+    pub server_name: String,
+    pub max_message_bytes: usize,
+    pub max_json_depth: usize,
+    pub stdio_workers: usize,
+    pub client_request_timeout: Duration,
+    pub sled_cache_bytes: u64,
+    pub local: LocalPrincipal,
+    pub http: HttpSettings,
+    pub azure: AzureSettings,
+}
+
+/// One documented variable: its name, its default (as text) and whether it is secret.
+pub struct VarDoc {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub secret: bool,
+}
+
+/// Every variable mreg reads. `.env.example` documents the same list.
+pub const VARS: &[VarDoc] = &[
+    VarDoc {
+        name: "MREG_DATA_DIR",
+        default: "./data",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_LOG_LEVEL",
+        default: "info",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_SERVER_NAME",
+        default: "mreg",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_MAX_MESSAGE_BYTES",
+        default: "4194304",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_MAX_JSON_DEPTH",
+        default: "64",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_STDIO_WORKERS",
+        default: "4",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_CLIENT_REQUEST_TIMEOUT_SECS",
+        default: "60",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_SLED_CACHE_BYTES",
+        default: "1048576",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_LOCAL_TENANT",
+        default: "local",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_LOCAL_USER",
+        default: "local",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_LOCAL_ROLES",
+        default: "user",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_HTTP_ADDR",
+        default: "127.0.0.1:8001",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_HTTP_WORKERS",
+        default: "16",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_HTTP_MAX_CONNECTIONS",
+        default: "256",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_HTTP_MAX_BODY_BYTES",
+        default: "4194304",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_HTTP_HEADER_TIMEOUT_SECS",
+        default: "10",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_HTTP_IDLE_TIMEOUT_SECS",
+        default: "60",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_HTTP_ALLOWED_ORIGINS",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_HTTP_ALLOWED_HOSTS",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_MAX_SESSIONS",
+        default: "1024",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_SESSION_IDLE_SECS",
+        default: "3600",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AZURE_TENANT_ID",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AZURE_CLIENT_ID",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AZURE_CLIENT_SECRET",
+        default: "",
+        secret: true,
+    },
+    VarDoc {
+        name: "MREG_AZURE_AUTHORITY",
+        default: "https://login.microsoftonline.com",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_FASTMCP_OAUTH_CALLBACK_URL",
+        default: "http://localhost:8001/oauth/callback",
+        secret: false,
+    },
+];
+
+/// Collects problems while reading variables.
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    read_file: &'a dyn Fn(&str) -> Result<String, String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Reader<'_> {
+    fn raw(&self, var: &'static str) -> Option<String> {
+        (self.lookup)(var)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn err(&mut self, var: &'static str, problem: impl Into<String>) {
+        self.errors.push(ConfigError {
+            var,
+            problem: problem.into(),
+        });
+    }
+
+    fn string(&mut self, var: &'static str, default: &str) -> String {
+        self.raw(var).unwrap_or_else(|| default.to_string())
+    }
+
+    fn number<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
+        &mut self,
+        var: &'static str,
+        default: T,
+        min: T,
+        max: T,
+    ) -> T {
+        let Some(raw) = self.raw(var) else {
+            return default;
+        };
+        match raw.parse::<T>() {
+            Ok(v) if v >= min && v <= max => v,
+            _ => {
+                self.err(
+                    var,
+                    format!("expected a whole number from {min} to {max}, got {raw:?}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn list(&mut self, var: &'static str) -> Vec<String> {
+        self.raw(var)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A secret from `VAR` or from the file named by `VAR_FILE` (not both).
+    fn secret(&mut self, var: &'static str, file_var: &'static str) -> Option<Secret> {
+        match (self.raw(var), self.raw(file_var)) {
+            (Some(_), Some(_)) => {
+                self.err(var, format!("set either {var} or {file_var}, not both"));
+                None
+            }
+            (Some(v), None) => Some(Secret(v)),
+            (None, Some(path)) => match (self.read_file)(&path) {
+                Ok(v) if !v.trim().is_empty() => Some(Secret(v.trim().to_string())),
+                Ok(_) => {
+                    self.err(file_var, format!("file {path} is empty"));
+                    None
+                }
+                Err(e) => {
+                    self.err(file_var, format!("cannot read {path}: {e}"));
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates every variable; `read_file` serves the `…_FILE` forms.
+    pub fn from_lookup(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        read_file: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut r = Reader {
+            lookup,
+            read_file,
+            errors: Vec::new(),
+        };
+        let data_dir = PathBuf::from(r.string("MREG_DATA_DIR", "./data"));
+        let log_level = r.string("MREG_LOG_LEVEL", "info").to_ascii_lowercase();
+        if !["error", "warn", "info", "debug", "trace", "off"].contains(&log_level.as_str()) {
+            r.err(
+                "MREG_LOG_LEVEL",
+                format!("expected error, warn, info, debug, trace or off, got {log_level:?}"),
+            );
+        }
+        let server_name = r.string("MREG_SERVER_NAME", "mreg");
+        let max_message_bytes = r.number("MREG_MAX_MESSAGE_BYTES", 4 << 20, 1024, 256 << 20);
+        let max_json_depth = r.number("MREG_MAX_JSON_DEPTH", 64, 4, 512);
+        let stdio_workers = r.number("MREG_STDIO_WORKERS", 4, 1, 256);
+        let client_request_timeout =
+            Duration::from_secs(r.number("MREG_CLIENT_REQUEST_TIMEOUT_SECS", 60, 1, 3600));
+        let sled_cache_bytes = r.number("MREG_SLED_CACHE_BYTES", 1 << 20, 64 << 10, 1 << 34);
+
+        let explicit = ["MREG_LOCAL_TENANT", "MREG_LOCAL_USER", "MREG_LOCAL_ROLES"]
+            .iter()
+            .any(|v| r.raw(v).is_some());
+        let tenant = r.string("MREG_LOCAL_TENANT", "local");
+        let user = r.string("MREG_LOCAL_USER", "local");
+        let mut roles = Vec::new();
+        for name in r.list("MREG_LOCAL_ROLES") {
+            match Role::parse(&name) {
+                Some(role) => roles.push(role),
+                None => r.err(
+                    "MREG_LOCAL_ROLES",
+                    format!("unknown role {name:?}: expected admin or user"),
+                ),
+            }
+        }
+        if roles.is_empty() {
+            roles.push(Role::User);
+        }
+        let local = LocalPrincipal {
+            tenant,
+            user,
+            roles,
+            explicit,
+        };
+
+        let addr_raw = r.string("MREG_HTTP_ADDR", "127.0.0.1:8001");
+        let addr = match addr_raw.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                r.err(
+                    "MREG_HTTP_ADDR",
+                    format!("expected IP:PORT such as 127.0.0.1:8001, got {addr_raw:?}"),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 8001))
+            }
+        };
+        let http = HttpSettings {
+            addr,
+            workers: r.number("MREG_HTTP_WORKERS", 16, 1, 1024),
+            max_connections: r.number("MREG_HTTP_MAX_CONNECTIONS", 256, 1, 65536),
+            max_body_bytes: r.number("MREG_HTTP_MAX_BODY_BYTES", 4 << 20, 1024, 256 << 20),
+            header_timeout: Duration::from_secs(r.number(
+                "MREG_HTTP_HEADER_TIMEOUT_SECS",
+                10,
+                1,
+                300,
+            )),
+            idle_timeout: Duration::from_secs(r.number("MREG_HTTP_IDLE_TIMEOUT_SECS", 60, 1, 3600)),
+            allowed_origins: r.list("MREG_HTTP_ALLOWED_ORIGINS"),
+            allowed_hosts: r.list("MREG_HTTP_ALLOWED_HOSTS"),
+            max_sessions: r.number("MREG_MAX_SESSIONS", 1024, 1, 1 << 20),
+            session_idle: Duration::from_secs(r.number(
+                "MREG_SESSION_IDLE_SECS",
+                3600,
+                10,
+                7 * 86400,
+            )),
+        };
+
+        let azure = AzureSettings {
+            tenant_id: r.raw("MREG_AZURE_TENANT_ID"),
+            client_id: r.raw("MREG_AZURE_CLIENT_ID"),
+            client_secret: r.secret("MREG_AZURE_CLIENT_SECRET", "MREG_AZURE_CLIENT_SECRET_FILE"),
+            authority: r.string("MREG_AZURE_AUTHORITY", "https://login.microsoftonline.com"),
+            oauth_callback_url: r.string(
+                "MREG_FASTMCP_OAUTH_CALLBACK_URL",
+                "http://localhost:8001/oauth/callback",
+            ),
+        };
+        if !(azure.authority.starts_with("https://")
+            || azure.authority.starts_with("http://127.0.0.1")
+            || azure.authority.starts_with("http://localhost"))
+        {
+            r.err(
+                "MREG_AZURE_AUTHORITY",
+                "expected an https:// URL (plain http only for loopback test issuers)",
+            );
+        }
+
+        if !r.errors.is_empty() {
+            return Err(ConfigErrors(r.errors));
+        }
+        Ok(Config {
+            data_dir,
+            log_level,
+            server_name,
+            max_message_bytes,
+            max_json_depth,
+            stdio_workers,
+            client_request_timeout,
+            sled_cache_bytes,
+            local,
+            http,
+            azure,
+        })
+    }
+
+    /// `MREG_*` variables that are set but that mreg does not read: likely typos.
+    pub fn unknown_vars(set: impl Iterator<Item = String>) -> Vec<String> {
+        set.filter(|k| k.starts_with("MREG_"))
+            .filter(|k| {
+                !VARS
+                    .iter()
+                    .any(|v| v.name == k || k.strip_suffix("_FILE") == Some(v.name))
+            })
+            .collect()
+    }
+
+    /// The effective configuration as `NAME=value` lines, secrets redacted.
+    pub fn effective(&self) -> BTreeMap<&'static str, String> {
+        let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "(unset)".into());
+        let roles = self
+            .local
+            .roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut m = BTreeMap::new();
+        m.insert("MREG_DATA_DIR", self.data_dir.display().to_string());
+        m.insert("MREG_LOG_LEVEL", self.log_level.clone());
+        m.insert("MREG_SERVER_NAME", self.server_name.clone());
+        m.insert("MREG_MAX_MESSAGE_BYTES", self.max_message_bytes.to_string());
+        m.insert("MREG_MAX_JSON_DEPTH", self.max_json_depth.to_string());
+        m.insert("MREG_STDIO_WORKERS", self.stdio_workers.to_string());
+        m.insert(
+            "MREG_CLIENT_REQUEST_TIMEOUT_SECS",
+            self.client_request_timeout.as_secs().to_string(),
+        );
+        m.insert("MREG_SLED_CACHE_BYTES", self.sled_cache_bytes.to_string());
+        m.insert("MREG_LOCAL_TENANT", self.local.tenant.clone());
+        m.insert("MREG_LOCAL_USER", self.local.user.clone());
+        m.insert("MREG_LOCAL_ROLES", roles);
+        m.insert("MREG_HTTP_ADDR", self.http.addr.to_string());
+        m.insert("MREG_HTTP_WORKERS", self.http.workers.to_string());
+        m.insert(
+            "MREG_HTTP_MAX_CONNECTIONS",
+            self.http.max_connections.to_string(),
+        );
+        m.insert(
+            "MREG_HTTP_MAX_BODY_BYTES",
+            self.http.max_body_bytes.to_string(),
+        );
+        m.insert(
+            "MREG_HTTP_HEADER_TIMEOUT_SECS",
+            self.http.header_timeout.as_secs().to_string(),
+        );
+        m.insert(
+            "MREG_HTTP_IDLE_TIMEOUT_SECS",
+            self.http.idle_timeout.as_secs().to_string(),
+        );
+        m.insert(
+            "MREG_HTTP_ALLOWED_ORIGINS",
+            self.http.allowed_origins.join(","),
+        );
+        m.insert("MREG_HTTP_ALLOWED_HOSTS", self.http.allowed_hosts.join(","));
+        m.insert("MREG_MAX_SESSIONS", self.http.max_sessions.to_string());
+        m.insert(
+            "MREG_SESSION_IDLE_SECS",
+            self.http.session_idle.as_secs().to_string(),
+        );
+        m.insert("MREG_AZURE_TENANT_ID", opt(&self.azure.tenant_id));
+        m.insert("MREG_AZURE_CLIENT_ID", opt(&self.azure.client_id));
+        let secret = if self.azure.client_secret.is_some() {
+            "(set, redacted)"
+        } else {
+            "(unset)"
+        };
+        m.insert("MREG_AZURE_CLIENT_SECRET", secret.into());
+        m.insert("MREG_AZURE_AUTHORITY", self.azure.authority.clone());
+        m.insert(
+            "MREG_FASTMCP_OAUTH_CALLBACK_URL",
+            self.azure.oauth_callback_url.clone(),
+        );
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let files = |p: &str| {
+            if p == "/secret" {
+                Ok("s3cr3t\n".to_string())
+            } else {
+                Err("no such file".to_string())
+            }
+        };
+        Config::from_lookup(&|k| map.get(k).cloned(), &files)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.http.addr.to_string(), "127.0.0.1:8001");
+        assert_eq!(c.local.roles, vec![Role::User]);
+        assert!(!c.local.explicit);
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let e = load(&[
+            ("MREG_HTTP_ADDR", "nope"),
+            ("MREG_HTTP_WORKERS", "0"),
+            ("MREG_LOCAL_ROLES", "root"),
+            ("MREG_AZURE_CLIENT_SECRET_FILE", "/missing"),
+        ])
+        .unwrap_err();
+        let vars: Vec<_> = e.0.iter().map(|e| e.var).collect();
+        assert_eq!(
+            vars,
+            [
+                "MREG_LOCAL_ROLES",
+                "MREG_HTTP_ADDR",
+                "MREG_HTTP_WORKERS",
+                "MREG_AZURE_CLIENT_SECRET_FILE"
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_from_files_are_redacted() {
+        let c = load(&[("MREG_AZURE_CLIENT_SECRET_FILE", "/secret")]).unwrap();
+        assert_eq!(c.azure.client_secret.as_ref().unwrap().expose(), "s3cr3t");
+        assert_eq!(format!("{:?}", c.azure.client_secret), "Some(<redacted>)");
+        assert!(!c.effective().values().any(|v| v.contains("s3cr3t")));
+        assert!(
+            load(&[
+                ("MREG_AZURE_CLIENT_SECRET", "a"),
+                ("MREG_AZURE_CLIENT_SECRET_FILE", "/secret")
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn unknown_vars_are_named() {
+        let set = [
+            "MREG_DATA_DIR",
+            "MREG_DATADIR",
+            "PATH",
+            "MREG_AZURE_CLIENT_SECRET_FILE",
+        ]
+        .map(String::from);
+        assert_eq!(
+            Config::unknown_vars(set.into_iter()),
+            vec!["MREG_DATADIR".to_string()]
+        );
+    }
+}

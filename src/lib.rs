@@ -1,0 +1,13 @@
+//! mreg: an MCP server for the edge. A request flows transport → JSON-RPC codec
+//! (`mreg_wire`) → middleware chain (`chain`) → dispatcher (`mcp`) → tools (`tools`) →
+//! store (`store`). Only the transports, the identity provider client and the store do
+//! I/O.
+
+pub mod app;
+pub mod auth;
+pub mod chain;
+pub mod config;
+pub mod mcp;
+pub mod store;
+pub mod tools;
+pub mod transport;

@@ -1,0 +1,10 @@
+//! The `mreg` binary: parses the command line, loads the configuration and starts the
+//! chosen command. The only place that reads the process environment.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+
+fn main() {
+    std::process::exit(cli::main());
+}

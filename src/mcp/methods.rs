@@ -1,0 +1,306 @@
+//! The MCP request methods after the lifecycle: tools, resources, prompts, completion
+//! and logging. Each validates its params and says which one is wrong and why.
+
+use serde_json::{Map, Value, json};
+
+use mreg_wire::jsonrpc::{ErrorCode, ErrorObject};
+
+use crate::mcp::context::Ctx;
+use crate::mcp::protocol;
+use crate::mcp::registry::ToolOutput;
+use crate::mcp::schema;
+use crate::mcp::server::Server;
+
+/// -32002, the 2025-11-25 "resource not found" code.
+pub const RESOURCE_NOT_FOUND: ErrorCode = ErrorCode(-32002);
+
+const PAGE_SIZE: usize = 100;
+
+/// The name a request acts on, for the chain to see: a tool, a prompt or a resource URI.
+pub fn target_of(method: &str, params: Option<&Value>) -> Option<String> {
+    let key = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
+        _ => return None,
+    };
+    params?
+        .get(key)?
+        .as_str()
+        .map(|s| s.chars().take(256).collect())
+}
+
+fn str_param<'a>(params: &'a Value, name: &str) -> Result<&'a str, ErrorObject> {
+    match params.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ErrorObject::invalid_params(format!(
+            "params.{name} must be a string"
+        ))),
+        None => Err(ErrorObject::invalid_params(format!(
+            "missing params.{name}"
+        ))),
+    }
+}
+
+/// Cuts a list into pages. The cursor is the offset of the next page, as a string.
+fn paginate(items: Vec<Value>, params: &Value, key: &str) -> Result<Value, ErrorObject> {
+    let start = match params.get("cursor") {
+        None | Some(Value::Null) => 0,
+        Some(Value::String(c)) => c
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= items.len())
+            .ok_or_else(|| {
+                ErrorObject::invalid_params("params.cursor is not a cursor this server issued")
+            })?,
+        Some(_) => {
+            return Err(ErrorObject::invalid_params(
+                "params.cursor must be a string",
+            ));
+        }
+    };
+    let end = (start + PAGE_SIZE).min(items.len());
+    let mut result = json!({ key: items[start..end].to_vec() });
+    if end < items.len() {
+        result["nextCursor"] = json!(end.to_string());
+    }
+    Ok(result)
+}
+
+pub fn tools_list(server: &Server, ctx: &Ctx<'_>, params: &Value) -> Result<Value, ErrorObject> {
+    let tools = server
+        .registry
+        .tools
+        .values()
+        .filter(|t| server.visible_tool(ctx.principal, t))
+        .map(|t| t.descriptor())
+        .collect();
+    paginate(tools, params, "tools")
+}
+
+pub fn tools_call(server: &Server, ctx: &Ctx<'_>, params: &Value) -> Result<Value, ErrorObject> {
+    let name = str_param(params, "name")?;
+    let empty = Map::new();
+    let args = match params.get("arguments") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(a)) => a,
+        Some(_) => {
+            return Err(ErrorObject::invalid_params(
+                "params.arguments must be an object",
+            ));
+        }
+    };
+    // A tool the caller may not call is answered exactly like one that does not exist.
+    let tool = server
+        .registry
+        .tools
+        .get(name)
+        .filter(|t| server.visible_tool(ctx.principal, t))
+        .ok_or_else(|| ErrorObject::invalid_params(format!("unknown tool: {}", clip(name))))?;
+    let args_value = Value::Object(args.clone());
+    if let Err(e) = schema::validate(&tool.input_schema, &args_value) {
+        return Ok(tool_result(ToolOutput::error(format!(
+            "invalid arguments: {e}"
+        ))));
+    }
+    let output = (tool.handler)(ctx, args)?;
+    if let (Some(schema), Some(value), false) =
+        (&tool.output_schema, &output.structured, output.is_error)
+    {
+        if let Err(e) = schema::validate(schema, value) {
+            log::error!(
+                "tool {name} returned structured content that breaks its output schema: {e}"
+            );
+            return Err(ErrorObject::internal());
+        }
+    }
+    if tool.output_schema.is_some() && output.structured.is_none() && !output.is_error {
+        log::error!("tool {name} declares an output schema but returned no structured content");
+        return Err(ErrorObject::internal());
+    }
+    Ok(tool_result(output))
+}
+
+fn tool_result(mut out: ToolOutput) -> Value {
+    if out.content.is_empty() {
+        if let Some(s) = &out.structured {
+            // The text mirror, for clients that do not read structuredContent.
+            out.content
+                .push(json!({ "type": "text", "text": s.to_string() }));
+        }
+    }
+    let mut r = json!({ "content": out.content, "isError": out.is_error });
+    if let Some(s) = out.structured {
+        r["structuredContent"] = s;
+    }
+    r
+}
+
+pub fn resources_list(server: &Server, params: &Value) -> Result<Value, ErrorObject> {
+    let items = server
+        .registry
+        .resources
+        .iter()
+        .map(|r| r.descriptor.clone())
+        .collect();
+    paginate(items, params, "resources")
+}
+
+pub fn templates_list(server: &Server, params: &Value) -> Result<Value, ErrorObject> {
+    let items = server
+        .registry
+        .templates
+        .iter()
+        .map(|t| t.descriptor.clone())
+        .collect();
+    paginate(items, params, "resourceTemplates")
+}
+
+fn not_found(uri: &str) -> ErrorObject {
+    ErrorObject::new(
+        RESOURCE_NOT_FOUND,
+        format!("resource not found: {}", clip(uri)),
+    )
+    .with_data(json!({ "uri": uri }))
+}
+
+pub fn resources_read(
+    server: &Server,
+    ctx: &Ctx<'_>,
+    params: &Value,
+) -> Result<Value, ErrorObject> {
+    let uri = str_param(params, "uri")?;
+    let read = server
+        .registry
+        .find_resource(uri)
+        .ok_or_else(|| not_found(uri))?;
+    let contents = read(ctx, uri)?;
+    Ok(json!({ "contents": contents }))
+}
+
+pub fn subscribe(
+    server: &Server,
+    ctx: &Ctx<'_>,
+    params: &Value,
+    on: bool,
+) -> Result<Value, ErrorObject> {
+    let uri = str_param(params, "uri")?;
+    let mut subs = ctx.session.subscriptions.lock();
+    if on {
+        if server.registry.find_resource(uri).is_none() {
+            return Err(not_found(uri));
+        }
+        const MAX_SUBSCRIPTIONS: usize = 1024;
+        if subs.len() >= MAX_SUBSCRIPTIONS && !subs.contains(uri) {
+            return Err(ErrorObject::invalid_params(format!(
+                "at most {MAX_SUBSCRIPTIONS} subscriptions per session"
+            )));
+        }
+        subs.insert(uri.to_string());
+    } else {
+        subs.remove(uri);
+    }
+    Ok(json!({}))
+}
+
+pub fn prompts_list(server: &Server, params: &Value) -> Result<Value, ErrorObject> {
+    let items = server
+        .registry
+        .prompts
+        .values()
+        .map(|p| p.descriptor.clone())
+        .collect();
+    paginate(items, params, "prompts")
+}
+
+pub fn prompts_get(server: &Server, ctx: &Ctx<'_>, params: &Value) -> Result<Value, ErrorObject> {
+    let name = str_param(params, "name")?;
+    let prompt =
+        server.registry.prompts.get(name).ok_or_else(|| {
+            ErrorObject::invalid_params(format!("unknown prompt: {}", clip(name)))
+        })?;
+    let empty = Map::new();
+    let args = match params.get("arguments") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(a)) => a,
+        Some(_) => {
+            return Err(ErrorObject::invalid_params(
+                "params.arguments must be an object",
+            ));
+        }
+    };
+    if let Some((k, _)) = args.iter().find(|(_, v)| !v.is_string()) {
+        return Err(ErrorObject::invalid_params(format!(
+            "argument {} must be a string",
+            clip(k)
+        )));
+    }
+    if let Some(missing) = prompt.required_arguments().find(|a| !args.contains_key(*a)) {
+        return Err(ErrorObject::invalid_params(format!(
+            "missing required argument: {missing}"
+        )));
+    }
+    (prompt.get)(ctx, args)
+}
+
+pub fn complete(server: &Server, params: &Value) -> Result<Value, ErrorObject> {
+    let reference = params
+        .get("ref")
+        .filter(|r| r.is_object())
+        .ok_or_else(|| ErrorObject::invalid_params("missing params.ref"))?;
+    match reference.get("type").and_then(Value::as_str) {
+        Some("ref/prompt") => {
+            let name = str_param(reference, "name")
+                .map_err(|_| ErrorObject::invalid_params("params.ref.name must be a string"))?;
+            if !server.registry.prompts.contains_key(name) {
+                return Err(ErrorObject::invalid_params(format!(
+                    "unknown prompt: {}",
+                    clip(name)
+                )));
+            }
+        }
+        Some("ref/resource") => {
+            str_param(reference, "uri")
+                .map_err(|_| ErrorObject::invalid_params("params.ref.uri must be a string"))?;
+        }
+        _ => {
+            return Err(ErrorObject::invalid_params(
+                "params.ref.type must be ref/prompt or ref/resource",
+            ));
+        }
+    }
+    let argument = params
+        .get("argument")
+        .ok_or_else(|| ErrorObject::invalid_params("missing params.argument"))?;
+    let arg_name = str_param(argument, "name")
+        .map_err(|_| ErrorObject::invalid_params("params.argument.name must be a string"))?;
+    let arg_value = str_param(argument, "value")
+        .map_err(|_| ErrorObject::invalid_params("params.argument.value must be a string"))?;
+    let empty = Map::new();
+    let context = params
+        .pointer("/context/arguments")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let mut values = match &server.registry.completion {
+        Some(f) => f(reference, arg_name, arg_value, context)?,
+        None => Vec::new(),
+    };
+    let total = values.len();
+    values.truncate(100);
+    Ok(json!({ "completion": { "values": values, "total": total, "hasMore": total > 100 } }))
+}
+
+pub fn set_level(ctx: &Ctx<'_>, params: &Value) -> Result<Value, ErrorObject> {
+    let level = str_param(params, "level")?;
+    let rank = protocol::log_level_rank(level).ok_or_else(|| {
+        ErrorObject::invalid_params(format!(
+            "params.level must be one of {}",
+            protocol::LOG_LEVELS.join(", ")
+        ))
+    })?;
+    ctx.session.state.lock().log_level = Some(rank);
+    Ok(json!({}))
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}

@@ -1,0 +1,73 @@
+//! mreg's own tools, one file each, and the default tool policy (which roles may call
+//! which tool). The conformance fixture registers its own tools instead.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::auth::principal::{Principal, Role};
+use crate::config::Config;
+use crate::mcp::registry::{Registry, Tool};
+use crate::mcp::server::SessionTable;
+use crate::store::Store;
+
+pub mod admin_status;
+pub mod auth_info;
+
+/// What tools may read of the running server.
+pub struct Env {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub sessions: Arc<SessionTable>,
+    pub started: Instant,
+}
+
+/// Who may call a tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Any caller, with or without a role.
+    Public,
+    /// Callers holding one of these roles.
+    Roles(&'static [Role]),
+}
+
+pub fn default_access(tool: &str) -> Access {
+    match tool {
+        auth_info::NAME => Access::Public,
+        admin_status::NAME => Access::Roles(&[Role::Admin]),
+        _ => Access::Roles(&[Role::User, Role::Admin]),
+    }
+}
+
+pub fn may_call(principal: &Principal, tool: &Tool) -> bool {
+    match default_access(&tool.name) {
+        Access::Public => true,
+        Access::Roles(roles) => roles.iter().any(|r| principal.has_role(*r)),
+    }
+}
+
+pub fn register(registry: &mut Registry, env: &Arc<Env>) {
+    registry.tool(auth_info::tool(env.clone()));
+    registry.tool(admin_status::tool(env.clone()));
+    registry.instructions = Some(
+        "mreg serves tenant-scoped data to authenticated callers. Call _get_authentication_info \
+         to learn how to sign in and who you are."
+            .into(),
+    );
+}
+
+/// `{"type":"object", ...}` with no arguments allowed.
+pub fn no_arguments() -> Value {
+    json!({ "type": "object", "properties": {}, "additionalProperties": false })
+}
+
+/// The caller as tools report it (never a token).
+pub fn identity(p: &Principal) -> Value {
+    json!({
+        "tenant": p.tenant,
+        "user": p.user,
+        "roles": p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "source": format!("{:?}", p.source).to_lowercase(),
+    })
+}

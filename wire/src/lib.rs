@@ -1,0 +1,7 @@
+//! Sans-IO wire formats of mreg: the JSON-RPC 2.0 codec and stdio line framing (and the
+//! HTTP/1.1 request parser). Nothing here reads a socket, a clock or the environment, so
+//! every parser can be unit-tested and fuzzed on bytes alone. Out of scope: MCP methods,
+//! sessions and authentication, which live in the server crate.
+
+pub mod framing;
+pub mod jsonrpc;
