@@ -1,0 +1,267 @@
+//! The dispatcher in-process, with an in-memory channel back to the client: server-to-
+//! client requests (reply, timeout, cancellation), progress, log levels, subscriptions.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use mreg::auth::principal::{Principal, Role};
+use mreg::mcp::context::{Closed, Outbound};
+use mreg::mcp::registry::{Registry, Resource, Tool, ToolOutput};
+use mreg::mcp::server::{Server, ServerInfo};
+use mreg::mcp::session::{Session, Transport};
+use mreg_wire::jsonrpc::{Id, Message, Response};
+
+#[derive(Default)]
+struct Capture(Mutex<Vec<Value>>);
+
+impl Outbound for Capture {
+    fn send(&self, message: &[u8]) -> Result<(), Closed> {
+        self.0.lock().push(serde_json::from_slice(message).unwrap());
+        Ok(())
+    }
+}
+
+impl Capture {
+    fn wait_for(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..500 {
+            if let Some(v) = self.0.lock().iter().find(|v| pred(v)) {
+                return v.clone();
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no matching message; got {:?}", self.0.lock());
+    }
+}
+
+fn server(timeout: Duration) -> Arc<Server> {
+    let mut reg = Registry::default();
+    reg.tool(Tool::new(
+        "ask",
+        "asks the client",
+        json!({"type": "object"}),
+        |ctx, _| {
+            let answer = ctx.request_client(
+                "elicitation/create",
+                json!({"message": "name?", "requestedSchema": {"type": "object"}}),
+            )?;
+            Ok(ToolOutput::text(
+                answer["content"]["name"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string(),
+            ))
+        },
+    ));
+    reg.tool(Tool::new(
+        "wait",
+        "waits for cancellation",
+        json!({"type": "object"}),
+        |ctx, _| {
+            while !ctx.is_cancelled() {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Ok(ToolOutput::text("cancelled"))
+        },
+    ));
+    reg.tool(Tool::new(
+        "work",
+        "reports progress and logs",
+        json!({"type": "object"}),
+        |ctx, _| {
+            ctx.progress(1.0, Some(2.0), Some("half"));
+            ctx.progress(2.0, Some(2.0), None);
+            ctx.log("info", Some("work"), json!("chatty"));
+            ctx.log("error", Some("work"), json!("important"));
+            Ok(ToolOutput::text("done"))
+        },
+    ));
+    reg.resource(Resource::new(
+        json!({"uri": "test://r", "name": "r"}),
+        |_, uri| Ok(vec![json!({"uri": uri, "text": "x"})]),
+    ));
+    let mut s = Server::new(
+        ServerInfo {
+            name: "t".into(),
+            title: "t".into(),
+            version: "0".into(),
+        },
+        reg,
+    );
+    s.client_request_timeout = timeout;
+    Arc::new(s)
+}
+
+fn session(server: &Server, out: &Arc<dyn Outbound>) -> Arc<Session> {
+    let s = Session::new(
+        "s1".into(),
+        Transport::Stdio,
+        Principal::local("t", "u", &[Role::User]),
+    );
+    s.set_notifier(Some(out.clone()));
+    server.sessions.insert(s.clone());
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{}},"clientInfo":{"name":"c","version":"1"}}});
+    server
+        .handle_bytes(&s, init.to_string().as_bytes(), out)
+        .unwrap();
+    s
+}
+
+fn call(server: &Server, s: &Arc<Session>, out: &Arc<dyn Outbound>, req: Value) -> Option<Value> {
+    server
+        .handle_bytes(s, req.to_string().as_bytes(), out)
+        .map(|b| serde_json::from_slice(&b).unwrap())
+}
+
+#[test]
+fn server_to_client_request_gets_its_reply() {
+    let cap = Arc::new(Capture::default());
+    let out: Arc<dyn Outbound> = cap.clone();
+    let srv = server(Duration::from_secs(10));
+    let s = session(&srv, &out);
+    let (srv2, s2, out2) = (srv.clone(), s.clone(), out.clone());
+    let t = thread::spawn(move || {
+        call(
+            &srv2,
+            &s2,
+            &out2,
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ask"}}),
+        )
+    });
+    let req = cap.wait_for(|v| v["method"] == "elicitation/create");
+    let id = match &req["id"] {
+        Value::String(s) => Id::Str(s.clone()),
+        other => panic!("id {other}"),
+    };
+    srv.handle(
+        &s,
+        Message::Response(Response {
+            id,
+            outcome: Ok(json!({"action": "accept", "content": {"name": "Ada"}})),
+        }),
+        &out,
+    );
+    let resp = t.join().unwrap().unwrap();
+    assert_eq!(resp["result"]["content"][0]["text"], "Ada", "{resp}");
+}
+
+#[test]
+fn server_to_client_request_times_out() {
+    let cap = Arc::new(Capture::default());
+    let out: Arc<dyn Outbound> = cap.clone();
+    let srv = server(Duration::from_millis(200));
+    let s = session(&srv, &out);
+    let resp = call(
+        &srv,
+        &s,
+        &out,
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ask"}}),
+    )
+    .unwrap();
+    assert_eq!(resp["error"]["code"], -32003, "{resp}");
+    // The client is told that the server gave up on its request.
+    cap.wait_for(|v| v["method"] == "notifications/cancelled");
+}
+
+#[test]
+fn cancellation_stops_the_tool_and_suppresses_the_response() {
+    let cap = Arc::new(Capture::default());
+    let out: Arc<dyn Outbound> = cap.clone();
+    let srv = server(Duration::from_secs(10));
+    let s = session(&srv, &out);
+    let (srv2, s2, out2) = (srv.clone(), s.clone(), out.clone());
+    let t = thread::spawn(move || {
+        call(
+            &srv2,
+            &s2,
+            &out2,
+            json!({"jsonrpc":"2.0","id":"w","method":"tools/call","params":{"name":"wait"}}),
+        )
+    });
+    while s.in_flight_count() == 0 {
+        thread::sleep(Duration::from_millis(5));
+    }
+    call(
+        &srv,
+        &s,
+        &out,
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"w","reason":"user"}}),
+    );
+    assert_eq!(t.join().unwrap(), None);
+}
+
+#[test]
+fn progress_only_with_a_token_and_log_levels_filter() {
+    let cap = Arc::new(Capture::default());
+    let out: Arc<dyn Outbound> = cap.clone();
+    let srv = server(Duration::from_secs(10));
+    let s = session(&srv, &out);
+    call(
+        &srv,
+        &s,
+        &out,
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"work"}}),
+    )
+    .unwrap();
+    assert!(
+        !cap.0
+            .lock()
+            .iter()
+            .any(|v| v["method"] == "notifications/progress")
+    );
+    let set = call(
+        &srv,
+        &s,
+        &out,
+        json!({"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"warning"}}),
+    )
+    .unwrap();
+    assert_eq!(set["result"], json!({}));
+    cap.0.lock().clear();
+    call(&srv, &s, &out, json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"work","_meta":{"progressToken":"p1"}}})).unwrap();
+    let msgs = cap.0.lock().clone();
+    let progress: Vec<_> = msgs
+        .iter()
+        .filter(|v| v["method"] == "notifications/progress")
+        .collect();
+    assert_eq!(progress.len(), 2);
+    assert_eq!(
+        progress[0]["params"],
+        json!({"progressToken": "p1", "progress": 1.0, "total": 2.0, "message": "half"})
+    );
+    let logs: Vec<_> = msgs
+        .iter()
+        .filter(|v| v["method"] == "notifications/message")
+        .collect();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0]["params"]["level"], "error");
+}
+
+#[test]
+fn subscriptions_receive_updates() {
+    let cap = Arc::new(Capture::default());
+    let out: Arc<dyn Outbound> = cap.clone();
+    let srv = server(Duration::from_secs(10));
+    let s = session(&srv, &out);
+    let r = call(&srv, &s, &out, json!({"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"test://nope"}})).unwrap();
+    assert_eq!(r["error"]["code"], -32002);
+    let r = call(
+        &srv,
+        &s,
+        &out,
+        json!({"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"test://r"}}),
+    )
+    .unwrap();
+    assert_eq!(r["result"], json!({}));
+    srv.notify_resource_updated("test://r");
+    cap.wait_for(|v| {
+        v["method"] == "notifications/resources/updated" && v["params"]["uri"] == "test://r"
+    });
+    call(&srv, &s, &out, json!({"jsonrpc":"2.0","id":3,"method":"resources/unsubscribe","params":{"uri":"test://r"}})).unwrap();
+    cap.0.lock().clear();
+    srv.notify_resource_updated("test://r");
+    assert!(cap.0.lock().is_empty());
+}
