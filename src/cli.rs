@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use mreg::app::App;
 use mreg::config::{Config, ConfigErrors};
@@ -98,9 +97,24 @@ pub fn main() -> i32 {
         }
         "check-config" => check_config(args.data_dir),
         "stdio" => run_stdio(args.data_dir),
+        "serve" => match args
+            .rest
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            [] => crate::serve::run(args.data_dir, false),
+            ["--dev"] => crate::serve::run(args.data_dir, true),
+            other => {
+                eprintln!(
+                    "mreg serve: unexpected argument(s) {other:?}; usage: mreg serve [--dev]"
+                );
+                2
+            }
+        },
         other => {
             eprintln!("mreg: unknown command {other:?}\n\n{USAGE}");
-            let _ = args.rest;
             2
         }
     }
@@ -126,7 +140,7 @@ fn check_config(data_dir: Option<PathBuf>) -> i32 {
 }
 
 /// Loads the configuration and opens the store, or says in one line why not.
-fn start(data_dir: Option<PathBuf>) -> Result<App, i32> {
+pub(crate) fn start(data_dir: Option<PathBuf>) -> Result<App, i32> {
     let config = load_config(data_dir).map_err(|e| {
         eprint!("mreg: {e}");
         1
@@ -176,6 +190,3 @@ fn run_stdio(data_dir: Option<PathBuf>) -> i32 {
         }
     }
 }
-
-#[allow(dead_code)]
-fn _keep(_: Arc<()>) {}

@@ -28,7 +28,7 @@ pub struct Ctx<'a> {
     pub principal: &'a Principal,
     pub request_id: Option<&'a Id>,
     /// Where messages related to this request go (the POST's SSE stream on HTTP).
-    pub out: &'a Arc<dyn Outbound>,
+    pub out: &'a dyn Outbound,
     pub cancelled: Arc<AtomicBool>,
     pub progress_token: Option<Value>,
     pub client_request_timeout: Duration,
@@ -129,5 +129,11 @@ impl Ctx<'_> {
                 ));
             }
         }
+    }
+}
+
+impl<T: Outbound + ?Sized> Outbound for Arc<T> {
+    fn send(&self, message: &[u8]) -> Result<(), Closed> {
+        (**self).send(message)
     }
 }

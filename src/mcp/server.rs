@@ -91,7 +91,7 @@ impl Server {
         &self,
         session: &Arc<Session>,
         bytes: &[u8],
-        out: &Arc<dyn Outbound>,
+        out: &dyn Outbound,
     ) -> Option<Vec<u8>> {
         match jsonrpc::decode(bytes, &self.limits) {
             Ok(msg) => self.handle(session, msg, out),
@@ -107,7 +107,7 @@ impl Server {
         &self,
         session: &Arc<Session>,
         msg: Message,
-        out: &Arc<dyn Outbound>,
+        out: &dyn Outbound,
     ) -> Option<Vec<u8>> {
         match msg {
             Message::Request(req) => self.handle_request(session, req, out),
@@ -132,7 +132,7 @@ impl Server {
         &self,
         session: &Arc<Session>,
         req: Request,
-        out: &Arc<dyn Outbound>,
+        out: &dyn Outbound,
     ) -> Option<Vec<u8>> {
         let cancelled = session.begin_request(&req.id);
         let target = methods::target_of(&req.method, req.params.as_ref());

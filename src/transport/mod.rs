@@ -1,4 +1,4 @@
 //! Transports: they frame bytes and carry identity; the MCP engine does the rest.
 
-// pub mod http; (enabled once the HTTP layer lands)
+pub mod http;
 pub mod stdio;

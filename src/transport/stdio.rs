@@ -74,7 +74,7 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
                     loop {
                         let next = rx.lock().recv();
                         let Ok(req) = next else { break };
-                        if let Some(resp) = server.handle_request(&session, req, &out) {
+                        if let Some(resp) = server.handle_request(&session, req, &*out) {
                             let _ = out.send(&resp);
                         }
                     }
@@ -130,7 +130,7 @@ fn handle_frame(
             let _ = pool.send(req);
         }
         Ok(msg) => {
-            if let Some(resp) = server.handle(session, msg, out) {
+            if let Some(resp) = server.handle(session, msg, &**out) {
                 let _ = out.send(&resp);
             }
         }

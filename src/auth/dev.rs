@@ -1,0 +1,307 @@
+//! The development issuer behind `mreg serve --dev` and tests: an RSA key kept in a
+//! 0600 file in a given directory (generated with aws-lc-rs on first use, no openssl
+//! CLI), tokens signed with it, and the [`KeySet`] + [`ValidatorConfig`] that let the
+//! ordinary `token::validate` accept them. Its issuer (`mreg-dev://<key hash>/...`)
+//! can never equal an Entra ID issuer, so dev tokens are only accepted by a server
+//! configured for dev mode. It does not decide where dev mode may run: `Authenticator`
+//! refuses non-loopback peers in dev mode, and the CLI binds loopback.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
+use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::keys::KeySet;
+use super::principal::Role;
+use super::token::{TenantMode, ValidatorConfig};
+
+/// File name of the dev signing key (PKCS#8 DER) inside the directory given.
+pub const DEV_KEY_FILE: &str = "dev-signing-key.p8";
+/// The audience of dev tokens.
+pub const DEV_AUDIENCE: &str = "api://mreg-dev";
+/// A tenant id for dev mode when nothing else is configured.
+pub const DEV_TENANT: &str = "00000000-0000-0000-0000-0000000000de";
+
+/// Signs development tokens.
+pub struct DevIssuer {
+    key: KeyPair,
+    kid: String,
+    authority: String,
+    keys: Arc<KeySet>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for DevIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevIssuer")
+            .field("kid", &self.kid)
+            .field("authority", &self.authority)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DevIssuer {
+    /// Opens the dev key in `dir` (creating `dir` and generating an RSA-2048 key if
+    /// absent). A key file readable by group or others is refused.
+    pub fn open(dir: &Path) -> io::Result<DevIssuer> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(DEV_KEY_FILE);
+        let der = match read_private(&path) {
+            Ok(der) => der,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_key(&path)?,
+            Err(e) => return Err(e),
+        };
+        let key = KeyPair::from_pkcs8(&der).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not an rsa pkcs#8 key: {e}", path.display()),
+            )
+        })?;
+        let public = PublicKeyComponents::<Vec<u8>>::from(key.public_key());
+        let (n, e) = (
+            URL_SAFE_NO_PAD.encode(&public.n),
+            URL_SAFE_NO_PAD.encode(&public.e),
+        );
+        let digest = Sha256::digest(format!("{n}.{e}").as_bytes());
+        let kid = format!("dev-{}", hex(&digest[..8]));
+        let authority = format!("mreg-dev://{}", hex(&digest[..8]));
+        let mut set = KeySet::empty();
+        if !set.insert_rsa(&kid, &n, &e) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: key is not usable for rs256", path.display()),
+            ));
+        }
+        Ok(DevIssuer {
+            key,
+            kid,
+            authority,
+            keys: Arc::new(set),
+            path,
+        })
+    }
+
+    /// `mreg-dev://<hash of the public key>`; issuers are `{authority}/{tid}/v2.0`.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn key_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The key set that verifies this issuer's tokens.
+    pub fn key_set(&self) -> Arc<KeySet> {
+        self.keys.clone()
+    }
+
+    /// The validator settings that accept this issuer's tokens for `tenant`.
+    pub fn validator_config(&self, tenant: TenantMode) -> ValidatorConfig {
+        let mut cfg = ValidatorConfig::new(tenant, "mreg-dev");
+        cfg.authority = self.authority.clone();
+        cfg.audiences = vec![DEV_AUDIENCE.to_string()];
+        cfg
+    }
+
+    /// A token for `user` of `tenant` with `roles`, valid for `ttl_secs` from `now`.
+    pub fn issue(
+        &self,
+        roles: &[Role],
+        tenant: &str,
+        user: &str,
+        ttl_secs: u64,
+        now: u64,
+    ) -> String {
+        let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let claims = json!({
+            "iss": format!("{}/{tenant}/v2.0", self.authority),
+            "aud": DEV_AUDIENCE,
+            "tid": tenant,
+            "oid": user,
+            "sub": user,
+            "name": user,
+            "roles": roles,
+            "scp": "mreg.dev",
+            "iat": now,
+            "nbf": now,
+            "exp": now.saturating_add(ttl_secs),
+            "ver": "2.0",
+            "idp": "mreg-dev",
+        });
+        let header = json!({"typ": "JWT", "alg": "RS256", "kid": self.kid});
+        let b64 = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let message = format!("{}.{}", b64(&header), b64(&claims));
+        let mut sig = vec![0u8; self.key.public_modulus_len()];
+        // Signing with a valid in-memory key only fails if the system RNG does.
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                message.as_bytes(),
+                &mut sig,
+            )
+            .expect("rsa signing with a loaded key");
+        format!("{message}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads the key, refusing a file that group or others may read.
+fn read_private(path: &Path) -> io::Result<Vec<u8>> {
+    let meta = fs::metadata(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is accessible by group or others; run chmod 600 on it",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    if meta.len() > 64 * 1024 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: too large for a key", path.display()),
+        ));
+    }
+    fs::read(path)
+}
+
+/// Generates a key and publishes it atomically: written 0600 to a temporary file,
+/// synced, then hard-linked into place (which fails if another process won the race,
+/// in which case its key is used).
+fn create_key(path: &Path) -> io::Result<Vec<u8>> {
+    let key = KeyPair::generate(KeySize::Rsa2048)
+        .map_err(|_| io::Error::other("rsa key generation failed"))?;
+    let der = key
+        .as_der()
+        .map_err(|_| io::Error::other("rsa key encoding failed"))?;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let _ = fs::remove_file(&tmp);
+    let mut file = opts.open(&tmp)?;
+    file.write_all(der.as_ref())?;
+    file.sync_all()?;
+    drop(file);
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(der.as_ref().to_vec()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_private(path),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::token::{Refusal, validate};
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "mreg-dev-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn issues_tokens_the_validator_accepts_and_reuses_its_key() {
+        let dir = tempdir("issue");
+        let dev = DevIssuer::open(&dir).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dev.key_path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let now = 1_800_000_000;
+        let t = dev.issue(&[Role::Admin], DEV_TENANT, "alice", 600, now);
+        let cfg = dev.validator_config(TenantMode::Single(DEV_TENANT.to_string()));
+        let p = validate(&t, &dev.key_set(), &cfg, now).unwrap();
+        assert_eq!((p.tenant.as_str(), p.user.as_str()), (DEV_TENANT, "alice"));
+        assert_eq!(p.roles, vec![Role::Admin]);
+        assert_eq!(
+            validate(&t, &dev.key_set(), &cfg, now + 600 + 60),
+            Err(Refusal::Expired)
+        );
+
+        // Reopening reads the same key: old tokens still verify.
+        let again = DevIssuer::open(&dir).unwrap();
+        assert_eq!(again.kid(), dev.kid());
+        assert_eq!(again.authority(), dev.authority());
+        assert!(validate(&t, &again.key_set(), &cfg, now).is_ok());
+        assert!(dev.authority().starts_with("mreg-dev://"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dev_tokens_are_not_entra_tokens_and_vice_versa() {
+        let dir = tempdir("distinct");
+        let dev = DevIssuer::open(&dir).unwrap();
+        let now = 1_800_000_000;
+        let t = dev.issue(&[Role::User], DEV_TENANT, "bob", 600, now);
+        // A production config (Entra authority) refuses it even with the dev keys.
+        let mut prod = ValidatorConfig::new(TenantMode::Single(DEV_TENANT.to_string()), "x");
+        prod.audiences.push(DEV_AUDIENCE.to_string());
+        assert_eq!(
+            validate(&t, &dev.key_set(), &prod, now),
+            Err(Refusal::WrongIssuer)
+        );
+        // A token for another tenant is refused by a single-tenant dev config.
+        let other = dev.issue(&[Role::User], "another", "bob", 600, now);
+        let cfg = dev.validator_config(TenantMode::Single(DEV_TENANT.to_string()));
+        assert_eq!(
+            validate(&other, &dev.key_set(), &cfg, now),
+            Err(Refusal::TenantNotAllowed)
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_a_key_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempdir("perm");
+        let dev = DevIssuer::open(&dir).unwrap();
+        fs::set_permissions(dev.key_path(), fs::Permissions::from_mode(0o644)).unwrap();
+        let err = DevIssuer::open(&dir).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        fs::write(dev.key_path(), b"junk").unwrap();
+        fs::set_permissions(dev.key_path(), fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            DevIssuer::open(&dir).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
