@@ -4,4 +4,5 @@
 //! sessions and authentication, which live in the server crate.
 
 pub mod framing;
+pub mod http;
 pub mod jsonrpc;
