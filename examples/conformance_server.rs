@@ -135,7 +135,7 @@ fn tools(reg: &mut Registry) {
                 }
                 ctx.progress(p, Some(100.0), Some(&format!("step {}", i + 1)));
             }
-            Ok(ToolOutput::text(&format!(
+            Ok(ToolOutput::text(format!(
                 "progress done: {}",
                 ctx.progress_token.clone().unwrap_or(Value::Null)
             )))

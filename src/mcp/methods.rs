@@ -105,13 +105,10 @@ pub fn tools_call(server: &Server, ctx: &Ctx<'_>, params: &Value) -> Result<Valu
     let output = (tool.handler)(ctx, args)?;
     if let (Some(schema), Some(value), false) =
         (&tool.output_schema, &output.structured, output.is_error)
+        && let Err(e) = schema::validate(schema, value)
     {
-        if let Err(e) = schema::validate(schema, value) {
-            log::error!(
-                "tool {name} returned structured content that breaks its output schema: {e}"
-            );
-            return Err(ErrorObject::internal());
-        }
+        log::error!("tool {name} returned structured content that breaks its output schema: {e}");
+        return Err(ErrorObject::internal());
     }
     if tool.output_schema.is_some() && output.structured.is_none() && !output.is_error {
         log::error!("tool {name} declares an output schema but returned no structured content");
@@ -121,12 +118,12 @@ pub fn tools_call(server: &Server, ctx: &Ctx<'_>, params: &Value) -> Result<Valu
 }
 
 fn tool_result(mut out: ToolOutput) -> Value {
-    if out.content.is_empty() {
-        if let Some(s) = &out.structured {
-            // The text mirror, for clients that do not read structuredContent.
-            out.content
-                .push(json!({ "type": "text", "text": s.to_string() }));
-        }
+    if out.content.is_empty()
+        && let Some(s) = &out.structured
+    {
+        // The text mirror, for clients that do not read structuredContent.
+        out.content
+            .push(json!({ "type": "text", "text": s.to_string() }));
     }
     let mut r = json!({ "content": out.content, "isError": out.is_error });
     if let Some(s) = out.structured {

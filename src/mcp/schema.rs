@@ -94,16 +94,16 @@ fn check(schema: &Value, v: &Value, path: &mut String) -> Result<(), SchemaError
             );
         }
     }
-    if let Some(Value::Array(options)) = s.get("enum") {
-        if !options.contains(v) {
-            let list: Vec<String> = options.iter().map(Value::to_string).collect();
-            return fail(path, format!("must be one of {}", list.join(", ")));
-        }
+    if let Some(Value::Array(options)) = s.get("enum")
+        && !options.contains(v)
+    {
+        let list: Vec<String> = options.iter().map(Value::to_string).collect();
+        return fail(path, format!("must be one of {}", list.join(", ")));
     }
-    if let Some(c) = s.get("const") {
-        if c != v {
-            return fail(path, format!("must be {c}"));
-        }
+    if let Some(c) = s.get("const")
+        && c != v
+    {
+        return fail(path, format!("must be {c}"));
     }
     match v {
         Value::Number(n) => check_number(s, n.as_f64().unwrap_or(f64::NAN), path),
@@ -115,15 +115,15 @@ fn check(schema: &Value, v: &Value, path: &mut String) -> Result<(), SchemaError
 }
 
 fn check_number(s: &serde_json::Map<String, Value>, n: f64, path: &str) -> Result<(), SchemaError> {
-    if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
-        if n < min {
-            return fail(path, format!("must be at least {min}"));
-        }
+    if let Some(min) = s.get("minimum").and_then(Value::as_f64)
+        && n < min
+    {
+        return fail(path, format!("must be at least {min}"));
     }
-    if let Some(max) = s.get("maximum").and_then(Value::as_f64) {
-        if n > max {
-            return fail(path, format!("must be at most {max}"));
-        }
+    if let Some(max) = s.get("maximum").and_then(Value::as_f64)
+        && n > max
+    {
+        return fail(path, format!("must be at most {max}"));
     }
     Ok(())
 }
@@ -134,15 +134,15 @@ fn check_string(
     path: &str,
 ) -> Result<(), SchemaError> {
     let len = text.chars().count() as u64;
-    if let Some(min) = s.get("minLength").and_then(Value::as_u64) {
-        if len < min {
-            return fail(path, format!("must be at least {min} characters long"));
-        }
+    if let Some(min) = s.get("minLength").and_then(Value::as_u64)
+        && len < min
+    {
+        return fail(path, format!("must be at least {min} characters long"));
     }
-    if let Some(max) = s.get("maxLength").and_then(Value::as_u64) {
-        if len > max {
-            return fail(path, format!("must be at most {max} characters long"));
-        }
+    if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
+        && len > max
+    {
+        return fail(path, format!("must be at most {max} characters long"));
     }
     Ok(())
 }
@@ -152,15 +152,15 @@ fn check_array(
     items: &[Value],
     path: &mut String,
 ) -> Result<(), SchemaError> {
-    if let Some(max) = s.get("maxItems").and_then(Value::as_u64) {
-        if items.len() as u64 > max {
-            return fail(path, format!("must have at most {max} items"));
-        }
+    if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
+        && items.len() as u64 > max
+    {
+        return fail(path, format!("must have at most {max} items"));
     }
-    if let Some(min) = s.get("minItems").and_then(Value::as_u64) {
-        if (items.len() as u64) < min {
-            return fail(path, format!("must have at least {min} items"));
-        }
+    if let Some(min) = s.get("minItems").and_then(Value::as_u64)
+        && (items.len() as u64) < min
+    {
+        return fail(path, format!("must have at least {min} items"));
     }
     if let Some(item_schema) = s.get("items") {
         for (i, item) in items.iter().enumerate() {

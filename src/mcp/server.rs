@@ -337,10 +337,10 @@ impl Server {
             params: Some(json!({ "uri": uri })),
         }));
         for s in self.sessions.all() {
-            if s.subscriptions.lock().contains(uri) {
-                if let Some(out) = s.notifier() {
-                    let _ = out.send(&msg);
-                }
+            if s.subscriptions.lock().contains(uri)
+                && let Some(out) = s.notifier()
+            {
+                let _ = out.send(&msg);
             }
         }
     }

@@ -41,10 +41,8 @@ impl LineDecoder {
                 // One byte of slack so a line of exactly max_line bytes plus '\r' fits.
                 self.buf.extend_from_slice(chunk);
             }
-            if complete {
-                if let Some(frame) = self.take() {
-                    emit(frame);
-                }
+            if complete && let Some(frame) = self.take() {
+                emit(frame);
             }
             input = rest;
         }
@@ -52,10 +50,10 @@ impl LineDecoder {
 
     /// Ends the stream: a last line without `\n` is still a line.
     pub fn finish(&mut self, emit: &mut impl FnMut(Frame)) {
-        if self.seen > 0 {
-            if let Some(frame) = self.take() {
-                emit(frame);
-            }
+        if self.seen > 0
+            && let Some(frame) = self.take()
+        {
+            emit(frame);
         }
     }
 

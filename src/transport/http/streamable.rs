@@ -391,10 +391,10 @@ impl McpHttp {
                 self.end_session(&s);
                 continue;
             }
-            if let Some(n) = s.notifier() {
-                if n.send(b"").is_err() {
-                    s.set_notifier(None);
-                }
+            if let Some(n) = s.notifier()
+                && n.send(b"").is_err()
+            {
+                s.set_notifier(None);
             }
         }
     }
