@@ -17,7 +17,7 @@ use mreg::mcp::context::Ctx;
 use mreg::mcp::registry::{Prompt, Registry, Resource, ResourceTemplate, Tool, ToolOutput};
 use mreg::mcp::server::{Server, ServerInfo};
 use mreg::mcp::session::{Session, Transport};
-use mreg::transport::http::{self, streamable::Denied};
+use mreg::transport::http;
 use mreg_wire::jsonrpc::{ErrorCode, ErrorObject};
 
 const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
@@ -344,7 +344,7 @@ fn main() {
             mreg::transport::stdio::serve(server, session, std::io::stdin(), std::io::stdout(), 4);
         std::process::exit(if r.is_ok() { 0 } else { 1 });
     }
-    let authenticate = Arc::new(move |_: &_| Ok::<_, Denied>(principal.clone()));
+    let authenticate = Arc::new(move |_: &_| Ok::<_, mreg::chain::AuthFailure>(principal.clone()));
     let code = http::run_until_signal(server, &config.http, authenticate, Vec::new());
     std::process::exit(code);
 }

@@ -8,7 +8,7 @@ use mreg::app::App;
 use mreg::auth::principal::Principal;
 use mreg::transport::http::{
     self,
-    streamable::{Authenticate, Denied, McpHttp},
+    streamable::{Authenticate, McpHttp},
 };
 
 pub fn run(data_dir: Option<PathBuf>, dev: bool) -> i32 {
@@ -62,5 +62,5 @@ fn dev_principal(app: &App) -> Arc<Authenticate> {
         principal.key(),
         principal.roles_text()
     );
-    Arc::new(move |_req| Ok::<_, Denied>(principal.clone()))
+    Arc::new(move |_req| Ok::<_, mreg::chain::AuthFailure>(principal.clone()))
 }

@@ -3,25 +3,95 @@
 //! then the dispatcher. A link sees the call's metadata (who, which method, which tool)
 //! and decides; it knows nothing of MCP method semantics.
 
+pub mod access;
+pub mod authn;
+pub mod rate_limit;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use serde_json::Value;
 
 use mreg_wire::jsonrpc::{ErrorObject, Id};
 
 use crate::auth::principal::Principal;
-use crate::mcp::session::Session;
+use crate::mcp::session::{Session, Transport};
+
+/// Why a caller's credentials were refused, as the transport found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthFailure {
+    /// A short machine code for the audit log ("missing_token", "expired", ...).
+    pub reason: String,
+    /// What the client is told; never the token.
+    pub message: String,
+    /// 401 (no or bad credentials) or 403 (insufficient scope).
+    pub status: u16,
+    /// Headers for the HTTP answer (`WWW-Authenticate`).
+    pub headers: Vec<(String, String)>,
+}
+
+/// The decision of a link, for the audit record, when the client sees something else
+/// (a refused tool looks unknown to the client, but the record says "denied").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Denied,
+    Limited,
+    Error,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+            Decision::Limited => "limited",
+            Decision::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub decision: Decision,
+    pub reason: String,
+}
 
 /// What a link gets to see of a request.
 pub struct Call<'a> {
-    pub session: &'a Arc<Session>,
-    pub principal: &'a Principal,
-    pub request_id: &'a Id,
+    /// `None` when the request was refused before a session could be found.
+    pub session: Option<&'a Arc<Session>>,
+    pub transport: Transport,
+    pub identity: Result<&'a Principal, &'a AuthFailure>,
+    pub peer: Option<&'a str>,
+    pub request_id: Option<&'a Id>,
     pub method: &'a str,
     /// `params.name` of `tools/call` and `prompts/get`, `params.uri` of `resources/read`.
     pub target: Option<&'a str>,
     pub params: Option<&'a Value>,
+    /// Set by a link that decided; read by the audit link.
+    pub note: Mutex<Option<Note>>,
+}
+
+impl Call<'_> {
+    pub fn principal(&self) -> Option<&Principal> {
+        self.identity.ok()
+    }
+
+    pub fn decide(&self, decision: Decision, reason: impl Into<String>) {
+        *self.note.lock() = Some(Note {
+            decision,
+            reason: reason.into(),
+        });
+    }
+
+    /// "tenant/user" of the caller, or "-" when unauthenticated.
+    pub fn who(&self) -> String {
+        self.principal()
+            .map(Principal::key)
+            .unwrap_or_else(|| "-".into())
+    }
 }
 
 pub type Outcome = Result<Value, ErrorObject>;
@@ -102,12 +172,12 @@ impl Middleware for ErrorHandling {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 log::error!(
-                    "handler panicked: method={} target={:?} session={} user={}: {detail}",
+                    "handler panicked: method={} target={:?} user={}: {detail}",
                     call.method,
                     call.target,
-                    call.session.id,
-                    call.principal.key()
+                    call.who()
                 );
+                call.decide(Decision::Error, "internal_error: handler panicked");
                 Err(ErrorObject::internal())
             }
         }

@@ -15,15 +15,22 @@ use mreg_wire::jsonrpc::{
 };
 
 use crate::auth::principal::Principal;
-use crate::chain::{Call, Chain};
+use crate::chain::{AuthFailure, Call, Chain};
 use crate::mcp::context::{Ctx, Outbound};
 use crate::mcp::methods;
 use crate::mcp::protocol;
 use crate::mcp::registry::{Registry, Tool};
-use crate::mcp::session::{ClientHello, Phase, Session};
+use crate::mcp::session::{ClientHello, Phase, Session, Transport};
 
 /// Decides whether a caller may see and call a tool (access control plugs in here).
 pub type ToolFilter = dyn Fn(&Principal, &Tool) -> bool + Send + Sync;
+
+/// The encoded response to a request, and the error it carries (transports map some
+/// errors to their own status codes, e.g. HTTP 429 for a rate limit).
+pub struct Answer {
+    pub body: Vec<u8>,
+    pub error: Option<ErrorObject>,
+}
 
 pub struct ServerInfo {
     pub name: String,
@@ -110,7 +117,7 @@ impl Server {
         out: &dyn Outbound,
     ) -> Option<Vec<u8>> {
         match msg {
-            Message::Request(req) => self.handle_request(session, req, out),
+            Message::Request(req) => self.handle_request(session, req, out).map(|a| a.body),
             Message::Notification(n) => {
                 self.handle_notification(session, n);
                 None
@@ -128,22 +135,27 @@ impl Server {
         }
     }
 
+    /// Handles a request; `None` when it was cancelled and must not be answered.
     pub fn handle_request(
         &self,
         session: &Arc<Session>,
         req: Request,
         out: &dyn Outbound,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Answer> {
         let cancelled = session.begin_request(&req.id);
         let target = methods::target_of(&req.method, req.params.as_ref());
         let principal = &session.principal;
+        let peer = session.peer();
         let call = Call {
-            session,
-            principal,
-            request_id: &req.id,
+            session: Some(session),
+            transport: session.transport,
+            identity: Ok(principal),
+            peer: peer.as_deref(),
+            request_id: Some(&req.id),
             method: &req.method,
             target: target.as_deref(),
             params: req.params.as_ref(),
+            note: Default::default(),
         };
         let ctx = Ctx {
             session,
@@ -171,9 +183,43 @@ impl Server {
             return None;
         }
         Some(match outcome {
-            Ok(v) => jsonrpc::encode_result(&req.id, &v),
-            Err(e) => jsonrpc::encode_error(Some(&req.id), &e),
+            Ok(v) => Answer {
+                body: jsonrpc::encode_result(&req.id, &v),
+                error: None,
+            },
+            Err(e) => Answer {
+                body: jsonrpc::encode_error(Some(&req.id), &e),
+                error: Some(e),
+            },
         })
+    }
+
+    /// Runs a request whose credentials were refused through the chain, so the refusal
+    /// is audited like any decision; returns the error to send.
+    pub fn refuse(
+        &self,
+        transport: Transport,
+        peer: Option<&str>,
+        req: Option<&Request>,
+        failure: &AuthFailure,
+    ) -> ErrorObject {
+        let method = req.map(|r| r.method.as_str()).unwrap_or("-");
+        let target = req.and_then(|r| methods::target_of(&r.method, r.params.as_ref()));
+        let call = Call {
+            session: None,
+            transport,
+            identity: Err(failure),
+            peer,
+            request_id: req.map(|r| &r.id),
+            method,
+            target: target.as_deref(),
+            params: req.and_then(|r| r.params.as_ref()),
+            note: Default::default(),
+        };
+        match self.chain.run(&call, &|_| Err(ErrorObject::internal())) {
+            Err(e) => e,
+            Ok(_) => ErrorObject::internal(),
+        }
     }
 
     fn dispatch(
@@ -186,6 +232,9 @@ impl Server {
         match (phase, method) {
             (_, "ping") => return Ok(json!({})),
             (Phase::New, "initialize") => return self.initialize(ctx.session, params),
+            (Phase::New, m) if !KNOWN_METHODS.contains(&m) => {
+                return Err(ErrorObject::method_not_found(m));
+            }
             (Phase::New, _) => {
                 return Err(ErrorObject::new(
                     ErrorCode::INVALID_REQUEST,
@@ -349,6 +398,23 @@ impl Server {
         self.tool_filter.as_ref().is_none_or(|f| f(principal, tool))
     }
 }
+
+/// Methods of the 2025-11-25 revision this dispatcher serves.
+const KNOWN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+];
 
 /// The first characters of a session id, enough to tell sessions apart in a log.
 pub fn short(id: &str) -> &str {

@@ -74,6 +74,8 @@ pub struct Session {
     in_flight: Mutex<HashMap<Id, Arc<AtomicBool>>>,
     pending: Mutex<HashMap<String, mpsc::SyncSender<Reply>>>,
     next_out_id: AtomicU64,
+    /// The client address of the latest request (HTTP), for the audit log.
+    peer: Mutex<Option<String>>,
     /// The channel for messages not tied to a request (stdio's stdout, HTTP's GET stream).
     notifier: Mutex<Option<Arc<dyn Outbound>>>,
 }
@@ -96,6 +98,7 @@ impl Session {
             in_flight: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next_out_id: AtomicU64::new(1),
+            peer: Mutex::new(None),
             notifier: Mutex::new(None),
         })
     }
@@ -191,6 +194,14 @@ impl Session {
             return false;
         };
         tx.try_send(reply).is_ok()
+    }
+
+    pub fn set_peer(&self, peer: Option<String>) {
+        *self.peer.lock() = peer;
+    }
+
+    pub fn peer(&self) -> Option<String> {
+        self.peer.lock().clone()
     }
 
     pub fn touch(&self) {

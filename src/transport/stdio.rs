@@ -74,8 +74,8 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
                     loop {
                         let next = rx.lock().recv();
                         let Ok(req) = next else { break };
-                        if let Some(resp) = server.handle_request(&session, req, &*out) {
-                            let _ = out.send(&resp);
+                        if let Some(answer) = server.handle_request(&session, req, &*out) {
+                            let _ = out.send(&answer.body);
                         }
                     }
                 })

@@ -13,8 +13,10 @@ use parking_lot::Mutex;
 use mreg_wire::jsonrpc::{self, ErrorCode, ErrorObject, Message};
 
 use crate::auth::principal::Principal;
+use crate::chain::AuthFailure;
 use crate::mcp::context::{Closed, Outbound};
 use crate::mcp::protocol;
+use crate::mcp::server::Answer;
 use crate::mcp::server::{Server, short};
 use crate::mcp::session::{Phase, Session, Transport};
 use crate::transport::http::conn::{
@@ -23,14 +25,8 @@ use crate::transport::http::conn::{
 
 pub const MCP_PATH: &str = "/mcp";
 
-/// Why a request carries no usable identity; rendered as 401/403 by the caller's hook.
-pub struct Denied {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub message: String,
-}
-
-pub type Authenticate = dyn Fn(&Request) -> Result<Principal, Denied> + Send + Sync;
+/// Verifies a request's credentials: the principal, or why not (401/403 and headers).
+pub type Authenticate = dyn Fn(&Request) -> Result<Principal, AuthFailure> + Send + Sync;
 
 /// Extra routes (metadata documents, OAuth endpoints) tried before 404.
 pub type Route = dyn Fn(&Request) -> Option<Response> + Send + Sync;
@@ -183,6 +179,7 @@ impl McpHttp {
                     && s.principal.key() == caller.key()
                     && s.phase() != Phase::Closed =>
             {
+                s.set_peer(Some(req.peer.ip().to_string()));
                 Ok(s)
             }
             _ => Err(json_error(
@@ -399,6 +396,26 @@ impl McpHttp {
         }
     }
 
+    /// Answers a request whose credentials were refused, after the chain recorded it.
+    fn refuse(&self, req: &Request, failure: &AuthFailure, out: Reply<'_>) {
+        let parsed = match jsonrpc::decode(&req.body, &self.server.limits) {
+            Ok(Message::Request(r)) => Some(r),
+            _ => None,
+        };
+        let peer = req.peer.ip().to_string();
+        let error = self
+            .server
+            .refuse(Transport::Http, Some(&peer), parsed.as_ref(), failure);
+        let body = jsonrpc::encode_error(parsed.as_ref().map(|r| &r.id), &error);
+        let mut headers = json_type();
+        headers.extend(failure.headers.iter().cloned());
+        out.send(Response {
+            status: failure.status,
+            headers,
+            body,
+        });
+    }
+
     fn cors_headers(&self, origin: Option<&str>) -> Vec<(String, String)> {
         match origin {
             Some(o) => vec![
@@ -419,6 +436,33 @@ fn sse_headers() -> Vec<(String, String)> {
         ("Content-Type".into(), "text/event-stream".into()),
         ("Cache-Control".into(), "no-cache".into()),
     ]
+}
+
+/// A JSON answer; a rate-limit error becomes 429 with `Retry-After` and RateLimit
+/// headers, so HTTP clients and proxies back off without reading the body.
+fn json_answer(answer: Answer) -> Response {
+    let mut resp = Response {
+        status: 200,
+        headers: json_type(),
+        body: answer.body,
+    };
+    if let Some(e) = &answer.error
+        && e.code == ErrorCode::RATE_LIMITED
+    {
+        let ms = e
+            .data
+            .as_ref()
+            .and_then(|d| d["retry_after_ms"].as_u64())
+            .unwrap_or(1000);
+        let secs = ms.div_ceil(1000).max(1);
+        resp.status = 429;
+        resp.headers.push(("Retry-After".into(), secs.to_string()));
+        resp.headers
+            .push(("RateLimit-Remaining".into(), "0".into()));
+        resp.headers
+            .push(("RateLimit-Reset".into(), secs.to_string()));
+    }
+    resp
 }
 
 fn json_type() -> Vec<(String, String)> {
@@ -490,11 +534,7 @@ impl Handler for McpHttp {
         }
         let caller = match (self.authenticate)(&req) {
             Ok(p) => p,
-            Err(d) => {
-                let mut resp = json_error(d.status, ErrorCode::UNAUTHORIZED, &d.message);
-                resp.headers.extend(d.headers);
-                return out.send(resp);
-            }
+            Err(failure) => return self.refuse(&req, &failure, out),
         };
         match req.method.as_str() {
             "POST" => self.post(&req, caller, out),
@@ -615,14 +655,10 @@ impl<'a> RequestStream<'a> {
         }
     }
 
-    fn finish(self, reply: Option<Vec<u8>>) {
+    fn finish(self, reply: Option<Answer>) {
         match self.state.into_inner() {
             StreamState::Pending(out) => out.send(match reply {
-                Some(body) => Response {
-                    status: 200,
-                    headers: json_type(),
-                    body,
-                },
+                Some(answer) => json_answer(answer),
                 // A cancelled request: nothing to say.
                 None => Response {
                     status: 202,
@@ -632,7 +668,7 @@ impl<'a> RequestStream<'a> {
             }),
             StreamState::Streaming(mut s) => {
                 let id = self.events.fetch_add(1, Ordering::Relaxed);
-                let sent = reply.is_none_or(|body| s.send(&sse_event(id, &body)).is_ok());
+                let sent = reply.is_none_or(|a| s.send(&sse_event(id, &a.body)).is_ok());
                 if sent {
                     let _ = s.finish();
                 }

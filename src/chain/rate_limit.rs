@@ -1,0 +1,358 @@
+//! Per-principal rate limiting with GCRA (the generic cell rate algorithm: one
+//! "theoretical arrival time" per key, exact and O(1)). Buckets live in memory on the
+//! request path and are persisted to sled in the background and at shutdown, so a
+//! restart keeps a drained bucket drained; a crash loses at most one persist interval.
+//! The algorithm is pure (`now` is an argument); only `RateLimiter::persist` and `load`
+//! touch the store.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+
+/// A rate: `per_minute` requests on average, with `burst` requests allowed at once on
+/// top of the steady one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    /// Milliseconds between two requests at the steady rate.
+    fn interval_ms(self) -> u64 {
+        60_000 / u64::from(self.per_minute.max(1))
+    }
+
+    fn tolerance_ms(self) -> u64 {
+        self.interval_ms() * u64::from(self.burst)
+    }
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed { remaining: u32, reset_ms: u64 },
+    Limited { retry_after_ms: u64 },
+}
+
+/// One GCRA step: returns the verdict and the new theoretical arrival time.
+pub fn gcra(tat_ms: u64, now_ms: u64, rate: Rate) -> (Verdict, u64) {
+    let t = rate.interval_ms();
+    let tau = rate.tolerance_ms();
+    let tat = tat_ms.max(now_ms);
+    if tat > now_ms + tau {
+        return (
+            Verdict::Limited {
+                retry_after_ms: tat - tau - now_ms,
+            },
+            tat_ms,
+        );
+    }
+    let new_tat = tat + t;
+    let used = new_tat.saturating_sub(now_ms);
+    let capacity = tau + t;
+    let remaining = (capacity.saturating_sub(used) / t) as u32;
+    (
+        Verdict::Allowed {
+            remaining,
+            reset_ms: used,
+        },
+        new_tat,
+    )
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BucketStats {
+    pub tat_ms: u64,
+    pub allowed: u64,
+    pub limited: u64,
+    pub last_ms: u64,
+    pub dirty: bool,
+}
+
+/// Counters of one key as operators see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketView {
+    pub key: String,
+    pub remaining: u32,
+    pub limit: u32,
+    pub allowed: u64,
+    pub limited: u64,
+    pub retry_after_ms: u64,
+}
+
+/// Buckets by key ("tenant/user" or "tenant:*"), with persistence hooks.
+#[derive(Default)]
+pub struct RateLimiter {
+    buckets: Mutex<HashMap<String, BucketStats>>,
+    /// Keys never seen since start are looked up here first (a persisted TAT).
+    loader: Option<Box<dyn Fn(&str) -> Option<u64> + Send + Sync>>,
+}
+
+/// Buckets whose TAT lies this far in the past are equivalent to fresh ones.
+const IDLE_PRUNE_MS: u64 = 10 * 60_000;
+const MAX_BUCKETS: usize = 100_000;
+
+impl RateLimiter {
+    pub fn new(loader: Option<Box<dyn Fn(&str) -> Option<u64> + Send + Sync>>) -> Self {
+        RateLimiter {
+            buckets: Mutex::new(HashMap::new()),
+            loader,
+        }
+    }
+
+    pub fn check(&self, key: &str, rate: Rate, now_ms: u64) -> Verdict {
+        let mut buckets = self.buckets.lock();
+        if !buckets.contains_key(key) {
+            if buckets.len() >= MAX_BUCKETS {
+                buckets.retain(|_, b| b.tat_ms + IDLE_PRUNE_MS > now_ms || b.dirty);
+            }
+            let tat_ms = self.loader.as_ref().and_then(|l| l(key)).unwrap_or(0);
+            buckets.insert(
+                key.to_string(),
+                BucketStats {
+                    tat_ms,
+                    ..Default::default()
+                },
+            );
+        }
+        let b = buckets.get_mut(key).expect("inserted above");
+        let (verdict, tat) = gcra(b.tat_ms, now_ms, rate);
+        b.tat_ms = tat;
+        b.last_ms = now_ms;
+        b.dirty = true;
+        match verdict {
+            Verdict::Allowed { .. } => b.allowed += 1,
+            Verdict::Limited { .. } => b.limited += 1,
+        }
+        verdict
+    }
+
+    /// Takes the buckets changed since the last call, for persisting.
+    pub fn take_dirty(&self) -> Vec<(String, u64)> {
+        let mut buckets = self.buckets.lock();
+        buckets
+            .iter_mut()
+            .filter(|(_, b)| b.dirty)
+            .map(|(k, b)| {
+                b.dirty = false;
+                (k.clone(), b.tat_ms)
+            })
+            .collect()
+    }
+
+    /// Forgets buckets idle long enough to be full again; returns their keys.
+    pub fn prune_idle(&self, now_ms: u64) -> Vec<String> {
+        let mut buckets = self.buckets.lock();
+        let idle: Vec<String> = buckets
+            .iter()
+            .filter(|(_, b)| !b.dirty && b.tat_ms + IDLE_PRUNE_MS <= now_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &idle {
+            buckets.remove(k);
+        }
+        idle
+    }
+
+    /// A view of every bucket for operators, `rate_of` giving each key's rate.
+    pub fn snapshot(&self, now_ms: u64, rate_of: impl Fn(&str) -> Rate) -> Vec<BucketView> {
+        let buckets = self.buckets.lock();
+        let mut v: Vec<BucketView> = buckets
+            .iter()
+            .map(|(k, b)| {
+                let rate = rate_of(k);
+                let tau = rate.tolerance_ms();
+                let t = rate.interval_ms();
+                let tat = b.tat_ms.max(now_ms);
+                let used = tat - now_ms;
+                let remaining = ((tau + t).saturating_sub(used) / t) as u32;
+                let retry_after_ms = (tat + t).saturating_sub(tau + now_ms + t).min(used);
+                BucketView {
+                    key: k.clone(),
+                    remaining,
+                    limit: rate.burst + 1,
+                    allowed: b.allowed,
+                    limited: b.limited,
+                    retry_after_ms: if remaining == 0 { retry_after_ms } else { 0 },
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| b.limited.cmp(&a.limited).then(b.allowed.cmp(&a.allowed)));
+        v
+    }
+
+    pub fn total_limited(&self) -> u64 {
+        self.buckets.lock().values().map(|b| b.limited).sum()
+    }
+}
+
+/// Persists buckets to a sled tree: key → TAT (8 bytes big-endian, unix ms).
+pub struct RateStore {
+    pub tree: sled::Tree,
+}
+
+impl RateStore {
+    pub fn load(&self, key: &str) -> Option<u64> {
+        let v = self.tree.get(key.as_bytes()).ok()??;
+        Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))
+    }
+
+    pub fn persist(&self, limiter: &RateLimiter, now_ms: u64) -> Result<usize, sled::Error> {
+        let dirty = limiter.take_dirty();
+        let mut batch = sled::Batch::default();
+        for (k, tat) in &dirty {
+            batch.insert(k.as_bytes(), &tat.to_be_bytes());
+        }
+        for k in limiter.prune_idle(now_ms) {
+            batch.remove(k.as_bytes());
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(dirty.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: Rate = Rate {
+        per_minute: 20,
+        burst: 5,
+    };
+
+    #[test]
+    fn burst_then_steady_rate() {
+        let l = RateLimiter::default();
+        let allowed = (0..150)
+            .filter(|_| matches!(l.check("t/u", R, 1_000_000), Verdict::Allowed { .. }))
+            .count();
+        assert_eq!(allowed, 6, "burst + 1 at once");
+        match l.check("t/u", R, 1_000_000) {
+            Verdict::Limited { retry_after_ms } => assert_eq!(retry_after_ms, 3_000),
+            v => panic!("{v:?}"),
+        }
+        // One interval later exactly one more is allowed.
+        assert!(matches!(
+            l.check("t/u", R, 1_003_000),
+            Verdict::Allowed { remaining: 0, .. }
+        ));
+        assert!(matches!(
+            l.check("t/u", R, 1_003_000),
+            Verdict::Limited { .. }
+        ));
+        // Keys are independent.
+        assert!(matches!(
+            l.check("t/v", R, 1_003_000),
+            Verdict::Allowed { remaining: 5, .. }
+        ));
+    }
+
+    #[test]
+    fn a_minute_of_traffic_is_bounded_by_rate_plus_burst() {
+        let l = RateLimiter::default();
+        let start = 5_000_000;
+        // 150 calls spread over one minute.
+        let allowed = (0..150u64)
+            .filter(|i| matches!(l.check("k", R, start + i * 400), Verdict::Allowed { .. }))
+            .count();
+        assert!(allowed <= 20 + 5 + 1, "{allowed}");
+        assert!(allowed >= 20, "{allowed}");
+    }
+
+    #[test]
+    fn dirty_tracking_and_pruning() {
+        let l = RateLimiter::default();
+        l.check("a", R, 1000);
+        assert_eq!(l.take_dirty().len(), 1);
+        assert!(l.take_dirty().is_empty());
+        assert_eq!(
+            l.prune_idle(1000 + IDLE_PRUNE_MS + 10_000),
+            vec!["a".to_string()]
+        );
+    }
+
+    #[test]
+    fn loader_restores_a_drained_bucket() {
+        let l = RateLimiter::new(Some(Box::new(|_| Some(2_000_000 + 20_000))));
+        assert!(matches!(
+            l.check("k", R, 2_000_000),
+            Verdict::Limited { .. }
+        ));
+    }
+}
+
+/// The link: one check per request except `ping` (notifications and client responses
+/// never enter the chain). Limited calls get -32000 with `data.retry_after_ms`.
+pub struct RateLimit {
+    pub limiter: std::sync::Arc<RateLimiter>,
+    pub user: Rate,
+    pub admin: Rate,
+    pub tenant: Option<Rate>,
+}
+
+impl RateLimit {
+    pub fn rate_for(&self, p: &crate::auth::principal::Principal) -> Rate {
+        if p.has_role(crate::auth::principal::Role::Admin) {
+            self.admin
+        } else {
+            self.user
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn limited(
+    call: &crate::chain::Call<'_>,
+    what: &str,
+    retry_after_ms: u64,
+) -> crate::chain::Outcome {
+    call.decide(
+        crate::chain::Decision::Limited,
+        format!("rate_limited: {what}"),
+    );
+    let secs = retry_after_ms.div_ceil(1000);
+    Err(mreg_wire::jsonrpc::ErrorObject::new(
+        mreg_wire::jsonrpc::ErrorCode::RATE_LIMITED,
+        format!("rate limit exceeded; retry in {secs} s"),
+    )
+    .with_data(serde_json::json!({ "retry_after_ms": retry_after_ms })))
+}
+
+impl crate::chain::Middleware for RateLimit {
+    fn handle(
+        &self,
+        call: &crate::chain::Call<'_>,
+        next: crate::chain::Next<'_>,
+    ) -> crate::chain::Outcome {
+        if call.method == "ping" {
+            return next.run(call);
+        }
+        let Some(p) = call.principal() else {
+            return next.run(call);
+        };
+        let now = now_ms();
+        let key = if p.user.is_empty() {
+            format!("anonymous/{}", call.peer.unwrap_or("-"))
+        } else {
+            p.key()
+        };
+        if let Verdict::Limited { retry_after_ms } = self.limiter.check(&key, self.rate_for(p), now)
+        {
+            return limited(call, "principal", retry_after_ms);
+        }
+        if let Some(rate) = self.tenant
+            && let Verdict::Limited { retry_after_ms } =
+                self.limiter.check(&format!("{}/*", p.tenant), rate, now)
+        {
+            return limited(call, "tenant", retry_after_ms);
+        }
+        next.run(call)
+    }
+}
