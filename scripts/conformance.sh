@@ -43,7 +43,7 @@ if [ ! -x "$bin/conformance" ] || [ ! -x "$bin/node" ]; then
 fi
 export PATH="$bin:$PATH"
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR>1 && /^#/ {sub(/^# ?/, ""); print; next} NR>1 {exit}' "$0"; }
 
 update=0
 case "${1:-}" in
@@ -70,7 +70,7 @@ mkdir -p "$out"
 args=(server --url "$url" --requirements "$rev" -o "$out")
 if [ $update = 0 ] && [ -f "$baseline" ]; then
   args+=(--expected-failures "$baseline")
-  echo "conformance.sh: expected failures from ${baseline#$root/}" >&2
+  echo "conformance.sh: expected failures from ${baseline#"$root"/}" >&2
 fi
 
 set +e

@@ -17,6 +17,10 @@
 # By default the inspector negotiates the legacy (initialize) era, and prints the
 # method's result as pretty JSON on stdout; the server's stderr passes through on stderr.
 #
+# The inspector starts the server with a minimal environment (HOME, PATH, SHELL, TERM...),
+# so this script forwards every MREG_* variable and RUST_LOG/RUST_BACKTRACE of its own
+# environment as -e KEY=VALUE; add more with -e.
+#
 # Exit status: the inspector's. 0 on success; non-zero on any failure, e.g. 1 for a
 # connection or JSON-RPC error, 5 when tools/call returns isError: true. Also 1 when it
 # exits 0 but prints something that is not JSON.
@@ -38,7 +42,7 @@ fi
 export PATH="$bin:$PATH"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) awk 'NR>1 && /^#/ {sub(/^# ?/, ""); print; next} NR>1 {exit}' "$0"; exit 0 ;;
   --help-inspector) exec mcp-inspector --cli --help ;;
 esac
 
@@ -58,11 +62,16 @@ if [ ${#opts[@]} -eq 0 ]; then
   exit 2
 fi
 
+fwd=()
+while IFS= read -r name; do
+  fwd+=(-e "$name=${!name}")
+done < <(compgen -e | grep -E '^(MREG_[A-Za-z0-9_]*|RUST_LOG|RUST_BACKTRACE)$' || true)
+
 out=$(mktemp -t inspector-out.XXXXXX)
 trap 'rm -f "$out"' EXIT
 set +e
 # --stored-auth-only: never start an interactive OAuth flow (no terminal in CI).
-mcp-inspector --cli --stored-auth-only "${opts[@]}" -- "$@" > "$out" < /dev/null
+mcp-inspector --cli --stored-auth-only "${fwd[@]}" "${opts[@]}" -- "$@" > "$out" < /dev/null
 rc=$?
 set -e
 cat "$out"
