@@ -178,7 +178,7 @@ fn run_stdio(data_dir: Option<PathBuf>) -> i32 {
         std::io::stdout(),
         app.config.stdio_workers,
     );
-    if let Err(e) = app.store.flush() {
+    if let Err(e) = app.shutdown() {
         log::error!("{e}");
         return 1;
     }

@@ -87,6 +87,27 @@ pub struct AzureSettings {
     pub oauth_callback_url: String,
 }
 
+/// The middleware chain's settings.
+#[derive(Debug, Clone)]
+pub struct ChainSettings {
+    pub audit: bool,
+    pub rate_limit: bool,
+    pub access_control: bool,
+    pub user_per_minute: u32,
+    pub admin_per_minute: u32,
+    /// Requests allowed at once on top of the steady rate; `None`: 10 seconds' worth.
+    pub burst: Option<u32>,
+    pub tenant_per_minute: Option<u32>,
+    pub tool_policy: String,
+    /// `None`: durable (flushed before the response); `Some(ms)`: batch mode.
+    pub audit_batch_ms: Option<u64>,
+    pub audit_retention_days: u32,
+    pub audit_max_records: u64,
+    /// Serve requests even when their audit record cannot be written.
+    pub audit_fail_open: bool,
+    pub query_max_rows: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -100,6 +121,7 @@ pub struct Config {
     pub local: LocalPrincipal,
     pub http: HttpSettings,
     pub azure: AzureSettings,
+    pub chain: ChainSettings,
 }
 
 /// One documented variable: its name, its default (as text) and whether it is secret.
@@ -241,6 +263,76 @@ pub const VARS: &[VarDoc] = &[
         default: "http://localhost:8001/oauth/callback",
         secret: false,
     },
+    VarDoc {
+        name: "MREG_FASTMCP_ENABLE_AUDIT_LOGGING",
+        default: "true",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_FASTMCP_ENABLE_RATE_LIMITING",
+        default: "true",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_FASTMCP_ENABLE_TOOL_ACCESS_CONTROL",
+        default: "true",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_FASTMCP_REQUESTS_PER_MINUTE",
+        default: "100",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_RATE_LIMIT_ADMIN_PER_MINUTE",
+        default: "1000",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_RATE_LIMIT_BURST",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_RATE_LIMIT_TENANT_PER_MINUTE",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_TOOL_POLICY",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AUDIT_DURABILITY",
+        default: "durable",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AUDIT_BATCH_MS",
+        default: "20",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AUDIT_RETENTION_DAYS",
+        default: "90",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AUDIT_MAX_RECORDS",
+        default: "0",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AUDIT_ON_FAILURE",
+        default: "refuse",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_QUERY_MAX_ROWS",
+        default: "100",
+        secret: false,
+    },
 ];
 
 /// Collects problems while reading variables.
@@ -284,6 +376,41 @@ impl Reader<'_> {
                 self.err(
                     var,
                     format!("expected a whole number from {min} to {max}, got {raw:?}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn flag(&mut self, var: &'static str, default: bool) -> bool {
+        let Some(raw) = self.raw(var) else {
+            return default;
+        };
+        match raw.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => {
+                self.err(var, format!("expected true or false, got {raw:?}"));
+                default
+            }
+        }
+    }
+
+    fn choice(
+        &mut self,
+        var: &'static str,
+        default: &'static str,
+        options: &[&'static str],
+    ) -> &'static str {
+        let Some(raw) = self.raw(var) else {
+            return default;
+        };
+        match options.iter().find(|o| o.eq_ignore_ascii_case(&raw)) {
+            Some(o) => o,
+            None => {
+                self.err(
+                    var,
+                    format!("expected one of {}, got {raw:?}", options.join(", ")),
                 );
                 default
             }
@@ -431,6 +558,35 @@ impl Config {
             );
         }
 
+        let durability = r.choice("MREG_AUDIT_DURABILITY", "durable", &["durable", "batch"]);
+        let batch_ms = r.number("MREG_AUDIT_BATCH_MS", 20u64, 1, 10_000);
+        let optional_rate =
+            |r: &mut Reader, var| Some(r.number(var, 0u32, 0, 1_000_000)).filter(|v| *v > 0);
+        let chain = ChainSettings {
+            audit: r.flag("MREG_FASTMCP_ENABLE_AUDIT_LOGGING", true),
+            rate_limit: r.flag("MREG_FASTMCP_ENABLE_RATE_LIMITING", true),
+            access_control: r.flag("MREG_FASTMCP_ENABLE_TOOL_ACCESS_CONTROL", true),
+            user_per_minute: r.number("MREG_FASTMCP_REQUESTS_PER_MINUTE", 100, 1, 1_000_000),
+            admin_per_minute: r.number("MREG_RATE_LIMIT_ADMIN_PER_MINUTE", 1000, 1, 1_000_000),
+            burst: r
+                .raw("MREG_RATE_LIMIT_BURST")
+                .map(|_| r.number("MREG_RATE_LIMIT_BURST", 0, 0, 1_000_000)),
+            tenant_per_minute: optional_rate(&mut r, "MREG_RATE_LIMIT_TENANT_PER_MINUTE"),
+            tool_policy: r.string("MREG_TOOL_POLICY", ""),
+            audit_batch_ms: (durability == "batch").then_some(batch_ms),
+            audit_retention_days: r.number("MREG_AUDIT_RETENTION_DAYS", 90, 0, 36500),
+            audit_max_records: r.number("MREG_AUDIT_MAX_RECORDS", 0, 0, u64::MAX),
+            audit_fail_open: r.choice("MREG_AUDIT_ON_FAILURE", "refuse", &["refuse", "serve"])
+                == "serve",
+            query_max_rows: r.number("MREG_QUERY_MAX_ROWS", 100, 1, 10_000),
+        };
+        if let Err(e) = crate::chain::access::ToolPolicy::parse(
+            &chain.tool_policy,
+            crate::tools::default_policy(),
+        ) {
+            r.err("MREG_TOOL_POLICY", e);
+        }
+
         if !r.errors.is_empty() {
             return Err(ConfigErrors(r.errors));
         }
@@ -446,6 +602,7 @@ impl Config {
             local,
             http,
             azure,
+            chain,
         })
     }
 
@@ -522,6 +679,58 @@ impl Config {
         };
         m.insert("MREG_AZURE_CLIENT_SECRET", secret.into());
         m.insert("MREG_AZURE_AUTHORITY", self.azure.authority.clone());
+        let c = &self.chain;
+        m.insert("MREG_FASTMCP_ENABLE_AUDIT_LOGGING", c.audit.to_string());
+        m.insert(
+            "MREG_FASTMCP_ENABLE_RATE_LIMITING",
+            c.rate_limit.to_string(),
+        );
+        m.insert(
+            "MREG_FASTMCP_ENABLE_TOOL_ACCESS_CONTROL",
+            c.access_control.to_string(),
+        );
+        m.insert(
+            "MREG_FASTMCP_REQUESTS_PER_MINUTE",
+            c.user_per_minute.to_string(),
+        );
+        m.insert(
+            "MREG_RATE_LIMIT_ADMIN_PER_MINUTE",
+            c.admin_per_minute.to_string(),
+        );
+        let burst = c
+            .burst
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "(10 seconds' worth)".into());
+        m.insert("MREG_RATE_LIMIT_BURST", burst);
+        let tenant = c
+            .tenant_per_minute
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "(off)".into());
+        m.insert("MREG_RATE_LIMIT_TENANT_PER_MINUTE", tenant);
+        m.insert("MREG_TOOL_POLICY", c.tool_policy.clone());
+        m.insert(
+            "MREG_AUDIT_DURABILITY",
+            if c.audit_batch_ms.is_some() {
+                "batch"
+            } else {
+                "durable"
+            }
+            .into(),
+        );
+        m.insert(
+            "MREG_AUDIT_BATCH_MS",
+            c.audit_batch_ms.unwrap_or(20).to_string(),
+        );
+        m.insert(
+            "MREG_AUDIT_RETENTION_DAYS",
+            c.audit_retention_days.to_string(),
+        );
+        m.insert("MREG_AUDIT_MAX_RECORDS", c.audit_max_records.to_string());
+        m.insert(
+            "MREG_AUDIT_ON_FAILURE",
+            if c.audit_fail_open { "serve" } else { "refuse" }.into(),
+        );
+        m.insert("MREG_QUERY_MAX_ROWS", c.query_max_rows.to_string());
         m.insert(
             "MREG_FASTMCP_OAUTH_CALLBACK_URL",
             self.azure.oauth_callback_url.clone(),

@@ -41,7 +41,7 @@ pub fn run(data_dir: Option<PathBuf>, dev: bool) -> i32 {
         log::error!("{e}");
         return 1;
     }
-    match app.store.flush() {
+    match app.shutdown() {
         Ok(()) => {
             log::info!("stopped");
             0

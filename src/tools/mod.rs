@@ -6,9 +6,12 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use std::collections::BTreeMap;
+
 use crate::auth::principal::{Principal, Role};
+use crate::chain::access::{Access, ToolPolicy};
 use crate::config::Config;
-use crate::mcp::registry::{Registry, Tool};
+use crate::mcp::registry::Registry;
 use crate::mcp::server::SessionTable;
 use crate::store::Store;
 
@@ -23,28 +26,15 @@ pub struct Env {
     pub started: Instant,
 }
 
-/// Who may call a tool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Any caller, with or without a role.
-    Public,
-    /// Callers holding one of these roles.
-    Roles(&'static [Role]),
-}
-
-pub fn default_access(tool: &str) -> Access {
-    match tool {
-        auth_info::NAME => Access::Public,
-        admin_status::NAME => Access::Roles(&[Role::Admin]),
-        _ => Access::Roles(&[Role::User, Role::Admin]),
-    }
-}
-
-pub fn may_call(principal: &Principal, tool: &Tool) -> bool {
-    match default_access(&tool.name) {
-        Access::Public => true,
-        Access::Roles(roles) => roles.iter().any(|r| principal.has_role(*r)),
-    }
+/// The built-in tool policy, before `MREG_TOOL_POLICY` overrides it.
+pub fn default_policy() -> ToolPolicy {
+    let mut rules = BTreeMap::new();
+    rules.insert(auth_info::NAME.to_string(), Access::Public);
+    rules.insert(
+        admin_status::NAME.to_string(),
+        Access::Roles(vec![Role::Admin]),
+    );
+    ToolPolicy { rules }
 }
 
 pub fn register(registry: &mut Registry, env: &Arc<Env>) {

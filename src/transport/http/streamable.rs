@@ -239,7 +239,7 @@ impl McpHttp {
             }
         };
         if matches!(&msg, Message::Request(r) if r.method == "initialize") {
-            return self.initialize(caller, msg, out);
+            return self.initialize(req, caller, msg, out);
         }
         if let Err(resp) = Self::check_protocol_header(req) {
             return out.send(resp);
@@ -265,7 +265,7 @@ impl McpHttp {
         }
     }
 
-    fn initialize(&self, caller: Principal, msg: Message, out: Reply<'_>) {
+    fn initialize(&self, req: &Request, caller: Principal, msg: Message, out: Reply<'_>) {
         if !self.make_room() {
             return out.send(json_error(
                 503,
@@ -273,21 +273,29 @@ impl McpHttp {
                 "too many sessions; try again later",
             ));
         }
+        let Message::Request(request) = msg else {
+            return out.send(json_error(
+                400,
+                ErrorCode::INVALID_REQUEST,
+                "initialize must be a request",
+            ));
+        };
         let session = Session::new(new_session_id(), Transport::Http, caller);
-        let body = self
-            .server
-            .handle(&session, msg, &NoOutbound)
-            .unwrap_or_default();
-        let mut headers = json_type();
+        session.set_peer(Some(req.peer.ip().to_string()));
+        let Some(answer) = self.server.handle_request(&session, request, &NoOutbound) else {
+            return out.send(Response {
+                status: 202,
+                headers: Vec::new(),
+                body: Vec::new(),
+            });
+        };
+        let mut resp = json_answer(answer);
         if session.phase() != Phase::New {
             self.server.sessions.insert(session.clone());
-            headers.push(("Mcp-Session-Id".to_string(), session.id.clone()));
+            resp.headers
+                .push(("Mcp-Session-Id".to_string(), session.id.clone()));
         }
-        out.send(Response {
-            status: 200,
-            headers,
-            body,
-        });
+        out.send(resp);
     }
 
     /// Ensures a new session fits under the cap by ending the longest idle HTTP session.
