@@ -155,6 +155,19 @@ impl App {
         }
     }
 
+    /// Starts the admin endpoint on `DATA/admin/mreg.sock`.
+    pub fn start_admin(&self) -> std::io::Result<()> {
+        let admin = Arc::new(crate::admin::Admin {
+            server: self.server.clone(),
+            limiter: self.limiter.clone(),
+            blocklist: self.blocklist.clone(),
+            policy: self.policy.clone(),
+            started_ms: now_ms().saturating_sub(self.started.elapsed().as_millis() as u64),
+            extensions: Vec::new(),
+        });
+        admin.start(&self.config.data_dir).map(|_| ())
+    }
+
     /// Writes volatile state (rate buckets) and flushes the store; called before exit.
     pub fn shutdown(&self) -> Result<(), StoreError> {
         self.rate_store.persist(&self.limiter, now_ms())?;

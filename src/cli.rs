@@ -17,6 +17,10 @@ commands:
   stdio          serve MCP over stdin/stdout (for desktop clients)
   serve [--dev]  serve MCP over Streamable HTTP on MREG_HTTP_ADDR (default 127.0.0.1:8001)
   check-config   validate every MREG_ variable and print the effective configuration
+  sessions       list the sessions of the running server
+  revoke ID      end a session (an id prefix of 4+ characters) of the running server
+  block T/U      refuse every request of principal TENANT/USER from now on
+  unblock T/U    lift a block
   version        print the version
   help           print this text
 
@@ -96,6 +100,7 @@ pub fn main() -> i32 {
             0
         }
         "check-config" => check_config(args.data_dir),
+        "sessions" | "revoke" | "block" | "unblock" => operator(&args),
         "stdio" => run_stdio(args.data_dir),
         "serve" => match args
             .rest
@@ -115,6 +120,30 @@ pub fn main() -> i32 {
         },
         other => {
             eprintln!("mreg: unknown command {other:?}\n\n{USAGE}");
+            2
+        }
+    }
+}
+
+fn operator(args: &Args) -> i32 {
+    let config = match load_config(args.data_dir.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("mreg: {e}");
+            return 1;
+        }
+    };
+    let one = || match args.rest.as_slice() {
+        [x] => Some(x.clone()),
+        _ => None,
+    };
+    match (args.command.as_str(), one()) {
+        ("sessions", _) if args.rest.is_empty() => crate::commands::sessions(&config),
+        ("revoke", Some(id)) => crate::commands::revoke(&config, &id),
+        ("block", Some(p)) => crate::commands::block(&config, &p, true),
+        ("unblock", Some(p)) => crate::commands::block(&config, &p, false),
+        (cmd, _) => {
+            eprintln!("mreg {cmd}: wrong arguments\n\n{USAGE}");
             2
         }
     }
@@ -147,10 +176,15 @@ pub(crate) fn start(data_dir: Option<PathBuf>) -> Result<App, i32> {
     })?;
     init_logging(&config.log_level);
     warn_unknown_vars();
-    App::build(config).map_err(|e| {
+    let app = App::build(config).map_err(|e| {
         log::error!("{e}");
         1
-    })
+    })?;
+    app.start_admin().map_err(|e| {
+        log::error!("cannot start the admin endpoint: {e}");
+        1
+    })?;
+    Ok(app)
 }
 
 fn run_stdio(data_dir: Option<PathBuf>) -> i32 {

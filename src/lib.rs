@@ -3,10 +3,13 @@
 //! store (`store`). Only the transports, the identity provider client and the store do
 //! I/O.
 
+pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod chain;
 pub mod config;
+pub mod data;
 pub mod mcp;
 pub mod store;
 pub mod tools;

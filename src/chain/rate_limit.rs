@@ -64,6 +64,8 @@ pub fn gcra(tat_ms: u64, now_ms: u64, rate: Rate) -> (Verdict, u64) {
 #[derive(Debug, Clone, Default)]
 pub struct BucketStats {
     pub tat_ms: u64,
+    /// The rate of the latest check (a key's rate follows its principal's roles).
+    pub rate: Option<Rate>,
     pub allowed: u64,
     pub limited: u64,
     pub last_ms: u64,
@@ -119,6 +121,7 @@ impl RateLimiter {
         let b = buckets.get_mut(key).expect("inserted above");
         let (verdict, tat) = gcra(b.tat_ms, now_ms, rate);
         b.tat_ms = tat;
+        b.rate = Some(rate);
         b.last_ms = now_ms;
         b.dirty = true;
         match verdict {
@@ -155,13 +158,13 @@ impl RateLimiter {
         idle
     }
 
-    /// A view of every bucket for operators, `rate_of` giving each key's rate.
-    pub fn snapshot(&self, now_ms: u64, rate_of: impl Fn(&str) -> Rate) -> Vec<BucketView> {
+    /// A view of every bucket checked since start, for operators.
+    pub fn snapshot(&self, now_ms: u64) -> Vec<BucketView> {
         let buckets = self.buckets.lock();
         let mut v: Vec<BucketView> = buckets
             .iter()
-            .map(|(k, b)| {
-                let rate = rate_of(k);
+            .filter_map(|(k, b)| Some((k, b, b.rate?)))
+            .map(|(k, b, rate)| {
                 let tau = rate.tolerance_ms();
                 let t = rate.interval_ms();
                 let tat = b.tat_ms.max(now_ms);

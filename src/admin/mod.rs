@@ -1,0 +1,239 @@
+//! The admin endpoint: HTTP over a unix socket in a 0700 directory inside the data
+//! directory, so filesystem permissions are the access control (no token, no TCP port).
+//! It lets the CLI and the dashboard reach a running server that holds the database's
+//! exclusive lock: snapshots, a change feed, session revocation, principal blocking.
+//! tiny_http serves it: its known weaknesses (a thread per connection, unbounded bodies)
+//! matter only against hostile peers, and the only peers here are the server's own OS
+//! user.
+
+pub mod client;
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+
+use serde_json::{Value, json};
+
+use crate::chain::access::ToolPolicy;
+use crate::chain::authn::Blocklist;
+use crate::chain::rate_limit::{RateLimiter, now_ms};
+use crate::mcp::server::Server;
+use crate::mcp::session::Session;
+
+/// Largest request body accepted on the admin socket.
+const MAX_BODY: u64 = 64 * 1024 * 1024;
+
+/// A command handler: (method, path, query, body) → (status, JSON body).
+pub type Extension = dyn Fn(&str, &str, &str, &[u8]) -> Option<(u16, Value)> + Send + Sync;
+
+pub struct Admin {
+    pub server: Arc<Server>,
+    pub limiter: Arc<RateLimiter>,
+    pub blocklist: Arc<Blocklist>,
+    pub policy: Arc<ToolPolicy>,
+    pub started_ms: u64,
+    /// Handlers added by other modules (audit, data, tokens), tried in order.
+    pub extensions: Vec<Arc<Extension>>,
+}
+
+/// Creates `DATA/admin` with mode 0700 (or tightens it) and removes a stale socket.
+fn prepare_dir(data_dir: &Path) -> io::Result<PathBuf> {
+    let dir = data_dir.join("admin");
+    fs::create_dir_all(&dir)?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+    let sock = client::socket_path(data_dir);
+    if sock.exists() {
+        // We hold the database lock, so no other server can be listening here.
+        fs::remove_file(&sock)?;
+    }
+    Ok(sock)
+}
+
+pub fn session_view(s: &Session) -> Value {
+    let st = s.state.lock();
+    json!({
+        "id": s.id,
+        "id_prefix": s.id.chars().take(8).collect::<String>(),
+        "transport": s.transport.as_str(),
+        "tenant": s.principal.tenant,
+        "user": s.principal.user,
+        "roles": s.principal.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "protocol": st.hello.protocol_version,
+        "client": st.hello.client_info.get("name").cloned().unwrap_or(Value::Null),
+        "phase": format!("{:?}", st.phase).to_lowercase(),
+        "requests": st.requests,
+        "idle_ms": st.last_seen.elapsed().as_millis() as u64,
+        "age_ms": s.created.elapsed().as_millis() as u64,
+        "peer": s.peer(),
+    })
+}
+
+impl Admin {
+    pub fn snapshot(&self) -> Value {
+        let now = now_ms();
+        let sessions: Vec<Value> = self
+            .server
+            .sessions
+            .all()
+            .iter()
+            .map(|s| session_view(s))
+            .collect();
+        let rates: Vec<Value> = self
+            .limiter
+            .snapshot(now)
+            .into_iter()
+            .map(|b| {
+                json!({
+                    "key": b.key, "remaining": b.remaining, "limit": b.limit, "allowed": b.allowed,
+                    "limited": b.limited, "retry_after_ms": b.retry_after_ms,
+                })
+            })
+            .collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "uptime_ms": now.saturating_sub(self.started_ms),
+            "now_ms": now,
+            "sessions": sessions,
+            "rate_limits": rates,
+            "blocked": self.blocklist.list(),
+            "tool_policy": self.policy.describe(),
+        })
+    }
+
+    fn handle(&self, method: &str, path: &str, query: &str, body: &[u8]) -> (u16, Value) {
+        let arg = |k: &str| {
+            serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.get(k).and_then(Value::as_str).map(str::to_string))
+        };
+        match (method, path) {
+            ("GET", "/v1/snapshot") => (200, self.snapshot()),
+            ("POST", "/v1/sessions/revoke") => {
+                let Some(prefix) = arg("id").filter(|p| p.len() >= 4) else {
+                    return (
+                        400,
+                        json!({ "error": "body must be {\"id\": \"<session id or a prefix of 4+ characters>\"}" }),
+                    );
+                };
+                let hits: Vec<Arc<Session>> = self
+                    .server
+                    .sessions
+                    .all()
+                    .into_iter()
+                    .filter(|s| s.id.starts_with(&prefix))
+                    .collect();
+                if hits.len() != 1 {
+                    return (
+                        404,
+                        json!({ "error": format!("{} sessions match {prefix:?}; give a longer prefix", hits.len()) }),
+                    );
+                }
+                let s = &hits[0];
+                s.close();
+                self.server.sessions.remove(&s.id);
+                log::warn!("admin: session {} ({}) revoked", prefix, s.principal.key());
+                (
+                    200,
+                    json!({ "revoked": s.id.chars().take(8).collect::<String>(), "principal": s.principal.key() }),
+                )
+            }
+            ("POST", "/v1/principals/block") | ("POST", "/v1/principals/unblock") => {
+                let Some(key) = arg("principal").filter(|k| k.contains('/') && k.len() <= 300)
+                else {
+                    return (
+                        400,
+                        json!({ "error": "body must be {\"principal\": \"<tenant>/<user>\"}" }),
+                    );
+                };
+                let block = path.ends_with("/block");
+                if let Err(e) = self.blocklist.set(&key, block) {
+                    return (
+                        500,
+                        json!({ "error": format!("cannot store the block list: {e}") }),
+                    );
+                }
+                if block {
+                    for s in self
+                        .server
+                        .sessions
+                        .all()
+                        .into_iter()
+                        .filter(|s| s.principal.key() == key)
+                    {
+                        s.close();
+                        self.server.sessions.remove(&s.id);
+                    }
+                }
+                log::warn!(
+                    "admin: principal {key} {}",
+                    if block { "blocked" } else { "unblocked" }
+                );
+                (200, json!({ "principal": key, "blocked": block }))
+            }
+            _ => {
+                for ext in &self.extensions {
+                    if let Some(r) = ext(method, path, query, body) {
+                        return r;
+                    }
+                }
+                (
+                    404,
+                    json!({ "error": format!("no admin command {method} {path}") }),
+                )
+            }
+        }
+    }
+
+    /// Starts listening on `DATA/admin/mreg.sock` with two handler threads.
+    pub fn start(self: Arc<Self>, data_dir: &Path) -> io::Result<PathBuf> {
+        let sock = prepare_dir(data_dir)?;
+        let server = tiny_http::Server::http_unix(&sock)
+            .map_err(|e| io::Error::other(format!("admin socket {}: {e}", sock.display())))?;
+        fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))?;
+        let server = Arc::new(server);
+        for i in 0..2 {
+            let (server, admin) = (server.clone(), self.clone());
+            thread::Builder::new()
+                .name(format!("mreg-admin-{i}"))
+                .spawn(move || {
+                    for mut req in server.incoming_requests() {
+                        let url = req.url().to_string();
+                        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+                        let mut body = Vec::new();
+                        if req
+                            .as_reader()
+                            .take(MAX_BODY)
+                            .read_to_end(&mut body)
+                            .is_err()
+                        {
+                            continue;
+                        }
+                        let method = req.method().as_str().to_string();
+                        let (status, value) = admin.handle(&method, path, query, &body);
+                        let resp = tiny_http::Response::from_data(value.to_string().into_bytes())
+                            .with_status_code(status)
+                            .with_header(
+                                tiny_http::Header::from_bytes("Content-Type", "application/json")
+                                    .expect("static header"),
+                            );
+                        let _ = req.respond(resp);
+                    }
+                })?;
+        }
+        log::info!("admin endpoint on {}", sock.display());
+        Ok(sock)
+    }
+}
+
+/// Reads `key=value` from a query string (no percent-decoding beyond `%2F` and `+`).
+pub fn query_param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.replace("%2F", "/").replace('+', " "))
+}
