@@ -469,6 +469,13 @@ fn json_answer(answer: Answer) -> Response {
             .push(("RateLimit-Remaining".into(), "0".into()));
         resp.headers
             .push(("RateLimit-Reset".into(), secs.to_string()));
+    } else if answer
+        .error
+        .as_ref()
+        .is_some_and(|e| e.code == ErrorCode::UNAUTHORIZED)
+    {
+        // An authenticated caller refused (blocked principal): forbidden, not 401.
+        resp.status = 403;
     }
     resp
 }
