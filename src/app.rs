@@ -163,7 +163,7 @@ impl App {
             blocklist: self.blocklist.clone(),
             policy: self.policy.clone(),
             started_ms: now_ms().saturating_sub(self.started.elapsed().as_millis() as u64),
-            extensions: Vec::new(),
+            extensions: vec![crate::admin::data_extension(self.store.data.clone())],
         });
         admin.start(&self.config.data_dir).map(|_| ())
     }

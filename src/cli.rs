@@ -19,6 +19,9 @@ commands:
   check-config   validate every MREG_ variable and print the effective configuration
   sessions       list the sessions of the running server
   revoke ID      end a session (an id prefix of 4+ characters) of the running server
+  data import --tenant T --collection C FILE.jsonl
+                 load rows (JSON objects, one per line) into a tenant's collection
+  data list      list tenants' collections and row counts
   block T/U      refuse every request of principal TENANT/USER from now on
   unblock T/U    lift a block
   version        print the version
@@ -100,7 +103,7 @@ pub fn main() -> i32 {
             0
         }
         "check-config" => check_config(args.data_dir),
-        "sessions" | "revoke" | "block" | "unblock" => operator(&args),
+        "sessions" | "revoke" | "block" | "unblock" | "data" => operator(&args),
         "stdio" => run_stdio(args.data_dir),
         "serve" => match args
             .rest
@@ -138,6 +141,7 @@ fn operator(args: &Args) -> i32 {
         _ => None,
     };
     match (args.command.as_str(), one()) {
+        ("data", _) => crate::commands::data(&config, &args.rest),
         ("sessions", _) if args.rest.is_empty() => crate::commands::sessions(&config),
         ("revoke", Some(id)) => crate::commands::revoke(&config, &id),
         ("block", Some(p)) => crate::commands::block(&config, &p, true),

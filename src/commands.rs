@@ -175,3 +175,88 @@ pub fn block(config: &Config, principal: &str, blocked: bool) -> i32 {
         }
     }
 }
+
+/// `mreg data import --tenant T --collection C FILE.jsonl` and `mreg data list`.
+pub fn data(config: &Config, args: &[String]) -> i32 {
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    match args.first().map(String::as_str) {
+        Some("list") => {
+            let r = match via_admin(&config.data_dir, "GET", "/v1/data/list", b"") {
+                Ok(Via::Server(r)) => return print_answer(&r),
+                Ok(Via::NotRunning) => match open_offline(config) {
+                    Ok(store) => mreg::admin::data_list(&store.data),
+                    Err(code) => return code,
+                },
+                Err(e) => {
+                    eprintln!("mreg: {e}");
+                    return 1;
+                }
+            };
+            print_value(r)
+        }
+        Some("import") => {
+            let (Some(tenant), Some(collection)) = (flag("--tenant"), flag("--collection")) else {
+                eprintln!(
+                    "usage: mreg data import --tenant TENANT --collection COLLECTION FILE.jsonl"
+                );
+                return 2;
+            };
+            let Some(file) = args
+                .last()
+                .filter(|f| !f.starts_with("--") && args.len() == 6)
+            else {
+                eprintln!(
+                    "usage: mreg data import --tenant TENANT --collection COLLECTION FILE.jsonl"
+                );
+                return 2;
+            };
+            let body = match std::fs::read(file) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("mreg: cannot read {file}: {e}");
+                    return 1;
+                }
+            };
+            let path = format!(
+                "/v1/data/import?tenant={}&collection={}",
+                tenant.replace('/', "%2F"),
+                collection.replace('/', "%2F")
+            );
+            let r = match via_admin(&config.data_dir, "POST", &path, &body) {
+                Ok(Via::Server(r)) => return print_answer(&r),
+                Ok(Via::NotRunning) => match open_offline(config) {
+                    Ok(store) => {
+                        mreg::admin::data_import(&store.data, Some(tenant), Some(collection), &body)
+                    }
+                    Err(code) => return code,
+                },
+                Err(e) => {
+                    eprintln!("mreg: {e}");
+                    return 1;
+                }
+            };
+            print_value(r)
+        }
+        _ => {
+            eprintln!(
+                "usage: mreg data import --tenant T --collection C FILE.jsonl | mreg data list"
+            );
+            2
+        }
+    }
+}
+
+fn print_value((status, v): (u16, Value)) -> i32 {
+    if (200..300).contains(&status) {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        0
+    } else {
+        eprintln!("mreg: {}", v["error"].as_str().unwrap_or("failed"));
+        1
+    }
+}

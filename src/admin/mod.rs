@@ -237,3 +237,63 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
         .find(|(k, _)| *k == key)
         .map(|(_, v)| v.replace("%2F", "/").replace('+', " "))
 }
+
+/// `POST /v1/data/import?tenant=T&collection=C` (body: JSON lines) and `GET /v1/data/list`.
+pub fn data_extension(tree: sled::Tree) -> Arc<Extension> {
+    Arc::new(move |method, path, query, body| match (method, path) {
+        ("POST", "/v1/data/import") => Some(data_import(
+            &tree,
+            query_param(query, "tenant"),
+            query_param(query, "collection"),
+            body,
+        )),
+        ("GET", "/v1/data/list") => Some(data_list(&tree)),
+        _ => None,
+    })
+}
+
+pub fn data_import(
+    tree: &sled::Tree,
+    tenant: Option<String>,
+    collection: Option<String>,
+    body: &[u8],
+) -> (u16, Value) {
+    let (Some(tenant), Some(collection)) = (tenant, collection) else {
+        return (
+            400,
+            json!({ "error": "tenant and collection are required" }),
+        );
+    };
+    match crate::data::import_jsonl(tree, &tenant, &collection, body) {
+        Ok(r) => {
+            let _ = tree.flush();
+            log::info!("data: imported {} rows into {tenant}/{collection}", r.rows);
+            let errors: Vec<Value> = r
+                .skipped_lines_with_errors
+                .iter()
+                .map(|(line, why)| json!({ "line": line, "error": why }))
+                .collect();
+            (
+                200,
+                json!({
+                    "tenant": tenant, "collection": collection, "rows": r.rows, "errors": errors,
+                    "more_errors": r.more_errors, "stopped_at_line": r.stopped_at_line,
+                }),
+            )
+        }
+        Err(e) => (400, json!({ "error": e.to_string() })),
+    }
+}
+
+pub fn data_list(tree: &sled::Tree) -> (u16, Value) {
+    match crate::data::list(tree) {
+        Ok(list) => {
+            let rows: Vec<Value> = list
+                .into_iter()
+                .map(|(t, c, n)| json!({ "tenant": t, "collection": c, "rows": n }))
+                .collect();
+            (200, json!({ "collections": rows }))
+        }
+        Err(e) => (500, json!({ "error": e.to_string() })),
+    }
+}

@@ -2,6 +2,8 @@
 //! an actionable message when another process holds it), the schema version, and the
 //! trees the rest of the server reads and writes through typed helpers.
 
+pub mod schema;
+
 use std::fmt;
 use std::fs;
 use std::io;
@@ -69,6 +71,8 @@ pub struct Store {
     pub db: sled::Db,
     pub dir: PathBuf,
     pub meta: sled::Tree,
+    /// Tenant data rows (`crate::data` owns the key layout).
+    pub data: sled::Tree,
 }
 
 fn pid_file(dir: &Path) -> PathBuf {
@@ -114,10 +118,12 @@ impl Store {
         // Best effort: tells the next process who holds the lock.
         let _ = fs::write(pid_file(dir), format!("{}\n", std::process::id()));
         let meta = db.open_tree("meta")?;
+        let data = db.open_tree(crate::data::TREE)?;
         let store = Store {
             db,
             dir: dir.to_path_buf(),
             meta,
+            data,
         };
         store.check_schema()?;
         Ok(store)

@@ -17,6 +17,7 @@ use crate::store::Store;
 
 pub mod admin_status;
 pub mod auth_info;
+pub mod query_data;
 
 /// What tools may read of the running server.
 pub struct Env {
@@ -40,9 +41,14 @@ pub fn default_policy() -> ToolPolicy {
 pub fn register(registry: &mut Registry, env: &Arc<Env>) {
     registry.tool(auth_info::tool(env.clone()));
     registry.tool(admin_status::tool(env.clone()));
+    registry.tool(query_data::tool(
+        env.store.data.clone(),
+        env.config.chain.query_max_rows,
+    ));
     registry.instructions = Some(
-        "mreg serves tenant-scoped data to authenticated callers. Call _get_authentication_info \
-         to learn how to sign in and who you are."
+        "mreg serves tenant-scoped data to authenticated callers. _secure_query_data queries \
+         your tenant's collections with a small filter language (comparisons, AND/OR/NOT, IN, \
+         CONTAINS); _get_authentication_info says how to sign in and who you are."
             .into(),
     );
 }

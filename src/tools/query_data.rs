@@ -131,7 +131,11 @@ fn spec(args: &Map<String, Value>) -> Result<QuerySpec, String> {
         Some(v) => {
             let n = v
                 .as_u64()
-                .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                        .map(|f| f as u64)
+                })
                 .filter(|n| (1..=MAX_LIMIT).contains(n))
                 .ok_or(format!("`limit` must be an integer from 1 to {MAX_LIMIT}"))?;
             Some(n as usize)
@@ -154,10 +158,17 @@ fn unknown_collection(tree: &sled::Tree, tenant: &str, collection: &str) -> Tool
     } else {
         format!("your collections: {}", mine.join(", "))
     };
-    ToolOutput::error(format!("no collection `{collection}` in your tenant; {known}"))
+    ToolOutput::error(format!(
+        "no collection `{collection}` in your tenant; {known}"
+    ))
 }
 
-fn run(tree: &sled::Tree, limits: Limits, tenant: &str, args: &Map<String, Value>) -> Result<ToolOutput, DataError> {
+fn run(
+    tree: &sled::Tree,
+    limits: Limits,
+    tenant: &str,
+    args: &Map<String, Value>,
+) -> Result<ToolOutput, DataError> {
     let collection = match args.get("collection").and_then(Value::as_str) {
         Some(c) if data::valid_name(c) => c,
         _ => {
@@ -191,7 +202,9 @@ pub fn tool(tree: sled::Tree, max_rows: usize) -> Tool {
     Tool::new(NAME, DESCRIPTION, input_schema(), move |ctx, args| {
         let tenant = ctx.principal.tenant.as_str();
         if !data::valid_name(tenant) {
-            return Ok(ToolOutput::error("your sign-in carries no tenant that can hold data"));
+            return Ok(ToolOutput::error(
+                "your sign-in carries no tenant that can hold data",
+            ));
         }
         match run(&tree, limits, tenant, args) {
             Ok(out) => Ok(out),
@@ -233,7 +246,10 @@ mod tests {
         let msg = spec(args.as_object().unwrap()).unwrap_err();
         assert!(msg.starts_with("order_by refused at byte 2"), "{msg}");
         let args = json!({"collection": "c", "filter": " ", "order_by": "", "cursor": ""});
-        assert_eq!(spec(args.as_object().unwrap()).unwrap(), QuerySpec::default());
+        assert_eq!(
+            spec(args.as_object().unwrap()).unwrap(),
+            QuerySpec::default()
+        );
         let args = json!({"collection": "c", "limit": 5.0, "fields": ["a.b"]});
         assert_eq!(spec(args.as_object().unwrap()).unwrap().limit, Some(5));
     }

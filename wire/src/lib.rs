@@ -6,3 +6,4 @@
 pub mod framing;
 pub mod http;
 pub mod jsonrpc;
+pub mod query;
