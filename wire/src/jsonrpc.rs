@@ -22,7 +22,9 @@ impl ErrorCode {
     /// The caller is not authenticated or not allowed (HTTP answers with 401/403 first).
     pub const UNAUTHORIZED: Self = Self(-32001);
     /// The server cannot serve the request now (e.g. the audit log cannot be written).
-    pub const UNAVAILABLE: Self = Self(-32002);
+    pub const UNAVAILABLE: Self = Self(-32004);
+    /// A resource that does not exist (the 2025-11-25 code).
+    pub const RESOURCE_NOT_FOUND: Self = Self(-32002);
     /// A request the server sent to the client timed out or was cancelled.
     pub const REQUEST_TIMEOUT: Self = Self(-32003);
 }
