@@ -6,6 +6,7 @@
 //!   cargo run --example conformance_server -- --stdio           # the same over stdio
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -14,7 +15,10 @@ use serde_json::{Map, Value, json};
 use mreg::auth::principal::{Principal, Role};
 use mreg::config::Config;
 use mreg::mcp::context::Ctx;
-use mreg::mcp::registry::{Prompt, Registry, Resource, ResourceTemplate, Tool, ToolOutput};
+use mreg::mcp::modern::subscriptions::{ListKind, Subscriptions};
+use mreg::mcp::registry::{
+    InputRequired, Prompt, Registry, Resource, ResourceTemplate, Tool, ToolOutput,
+};
 use mreg::mcp::server::{Server, ServerInfo};
 use mreg::mcp::session::{Session, Transport};
 use mreg::transport::http;
@@ -64,6 +68,24 @@ fn elicit(ctx: &Ctx<'_>, message: &str, schema: Value) -> Result<ToolOutput, Err
         answer["action"].as_str().unwrap_or("?"),
         answer.get("content").cloned().unwrap_or(Value::Null)
     )))
+}
+
+/// Three log messages 50 ms apart (sent only at the level the client asked for).
+fn log_three(ctx: &Ctx<'_>) -> Result<ToolOutput, ErrorObject> {
+    for (i, m) in [
+        "Tool execution started",
+        "Tool processing data",
+        "Tool execution completed",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            sleep_ms(50);
+        }
+        ctx.log("info", Some("conformance"), json!(m));
+    }
+    Ok(ToolOutput::text("Tool with logging executed successfully"))
 }
 
 fn tools(reg: &mut Registry) {
@@ -145,22 +167,7 @@ fn tools(reg: &mut Registry) {
         "test_tool_with_logging",
         "Sends log messages",
         no_args(),
-        |ctx, _| {
-            for (i, m) in [
-                "Tool execution started",
-                "Tool processing data",
-                "Tool execution completed",
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                if i > 0 {
-                    sleep_ms(50);
-                }
-                ctx.log("info", Some("conformance"), json!(m));
-            }
-            Ok(ToolOutput::text("Tool with logging executed successfully"))
-        },
+        |ctx, _| log_three(ctx),
     ));
     let prompt_schema = json!({ "type": "object", "properties": { "prompt": { "type": "string" } }, "required": ["prompt"] });
     reg.tool(Tool::new("test_sampling", "Asks the client's model", prompt_schema, |ctx, args| {
@@ -238,6 +245,351 @@ fn tools(reg: &mut Registry) {
     ));
 }
 
+/// Collects what a handler needs from the client, on either revision: on a session it
+/// asks at once (`request_client`); on the stateless revision it returns the answer of
+/// an earlier round, or remembers the question for the `input_required` result.
+struct Asker<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    missing: InputRequired,
+}
+
+impl<'c, 'a> Asker<'c, 'a> {
+    fn new(ctx: &'c Ctx<'a>) -> Self {
+        Asker {
+            ctx,
+            missing: InputRequired::new(),
+        }
+    }
+
+    fn ask(
+        &mut self,
+        key: &str,
+        method: &str,
+        params: Value,
+    ) -> Result<Option<Value>, ErrorObject> {
+        if !self.ctx.is_stateless() {
+            return self.ctx.request_client(method, params).map(Some);
+        }
+        match self.ctx.input_response(key) {
+            Some(answer) => Ok(Some(answer.clone())),
+            None => {
+                self.missing = std::mem::take(&mut self.missing).ask(key, method, params);
+                Ok(None)
+            }
+        }
+    }
+
+    fn elicit(
+        &mut self,
+        key: &str,
+        message: &str,
+        prop: &str,
+        ty: &str,
+    ) -> Result<Option<Value>, ErrorObject> {
+        let schema =
+            json!({ "type": "object", "properties": { prop: { "type": ty } }, "required": [prop] });
+        let answer = self.ask(
+            key,
+            "elicitation/create",
+            json!({ "message": message, "requestedSchema": schema }),
+        )?;
+        Ok(answer.map(|a| {
+            a.get("content")
+                .and_then(|c| c.get(prop))
+                .cloned()
+                .unwrap_or(Value::Null)
+        }))
+    }
+
+    fn sample(
+        &mut self,
+        key: &str,
+        prompt: &str,
+        max_tokens: u32,
+    ) -> Result<Option<String>, ErrorObject> {
+        let params = json!({ "messages": [{ "role": "user", "content": { "type": "text", "text": prompt } }], "maxTokens": max_tokens });
+        let answer = self.ask(key, "sampling/createMessage", params)?;
+        Ok(answer.map(|a| {
+            a["content"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        }))
+    }
+
+    fn roots(&mut self, key: &str) -> Result<Option<Vec<String>>, ErrorObject> {
+        let answer = self.ask(key, "roots/list", json!({}))?;
+        Ok(answer.map(|a| {
+            a["roots"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["uri"].as_str().map(str::to_string))
+                .collect()
+        }))
+    }
+
+    /// `Some(input_required)` when a question is still open, with `state` to get back.
+    fn pending(self, state: Option<Value>) -> Option<ToolOutput> {
+        if self.missing.requests.is_empty() {
+            return None;
+        }
+        let ir = match state {
+            Some(s) => self.missing.state(s),
+            None => self.missing,
+        };
+        Some(ToolOutput::input_required(ir))
+    }
+}
+
+/// The tools of the 2026-07-28 scenarios (server-stateless, input-required-result-*).
+/// `changes` reaches the `subscriptions/listen` streams; `dynamic` shows or hides
+/// `test_dynamic_tool`, the tool list change that `test_trigger_tool_change` makes.
+fn modern_tools(reg: &mut Registry, changes: Arc<Subscriptions>, dynamic: Arc<AtomicBool>) {
+    reg.tool(Tool::new(
+        "test_missing_capability",
+        "Needs the client's sampling capability",
+        no_args(),
+        |ctx, _| {
+            ctx.require_capability("sampling")?;
+            Ok(ToolOutput::text("the client declared sampling"))
+        },
+    ));
+    reg.tool(Tool::new(
+        "test_streaming_elicitation",
+        "Asks the user through input_required, never on the stream",
+        no_args(),
+        |ctx, _| {
+            let mut a = Asker::new(ctx);
+            let ok = a.elicit("confirm", "Continue?", "ok", "boolean")?;
+            if let Some(pending) = a.pending(None) {
+                return Ok(pending);
+            }
+            Ok(ToolOutput::text(format!(
+                "confirmed: {}",
+                ok.unwrap_or_default()
+            )))
+        },
+    ));
+    reg.tool(Tool::new(
+        "test_logging_tool",
+        "Logs only at the level the request asks for",
+        no_args(),
+        |ctx, _| log_three(ctx),
+    ));
+    let (flag, notify) = (dynamic.clone(), changes.clone());
+    reg.tool(Tool::new(
+        "test_trigger_tool_change",
+        "Shows or hides test_dynamic_tool and announces the change",
+        no_args(),
+        move |_, _| {
+            let shown = !flag.fetch_xor(true, Ordering::Relaxed);
+            notify.list_changed(ListKind::Tools);
+            Ok(ToolOutput::text(format!(
+                "test_dynamic_tool is now {}",
+                if shown { "listed" } else { "hidden" }
+            )))
+        },
+    ));
+    reg.tool(Tool::new(
+        "test_trigger_prompt_change",
+        "Announces a prompt list change",
+        no_args(),
+        move |_, _| {
+            changes.list_changed(ListKind::Prompts);
+            Ok(ToolOutput::text("prompt list change announced"))
+        },
+    ));
+    let header_schema = json!({ "type": "object", "properties": {
+        "region": { "type": "string", "description": "Mirrored in the Mcp-Param-Region header", "x-mcp-header": "Region" } },
+        "required": ["region"] });
+    reg.tool(Tool::new(
+        "test_custom_header",
+        "Takes an argument that HTTP clients mirror in a header",
+        header_schema,
+        |_, args| {
+            Ok(ToolOutput::text(format!(
+                "region: {}",
+                args["region"].as_str().unwrap_or_default()
+            )))
+        },
+    ));
+    reg.tool(Tool::new(
+        "test_dynamic_tool",
+        "Listed only while test_trigger_tool_change has it shown",
+        no_args(),
+        |_, _| Ok(ToolOutput::text("dynamic tool called")),
+    ));
+    reg.tool(Tool::new(
+        "test_input_required_result_elicitation",
+        "Asks for a name (input_required)",
+        no_args(),
+        |ctx, _| {
+            let mut a = Asker::new(ctx);
+            let name = a.elicit("user_name", "What is your name?", "name", "string")?;
+            if let Some(pending) = a.pending(None) {
+                return Ok(pending);
+            }
+            Ok(ToolOutput::text(format!(
+                "Hello, {}!",
+                name.as_ref().and_then(Value::as_str).unwrap_or("stranger")
+            )))
+        },
+    ));
+    reg.tool(Tool::new(
+        "test_input_required_result_sampling",
+        "Asks the client's model (input_required)",
+        no_args(),
+        |ctx, _| {
+            let mut a = Asker::new(ctx);
+            let answer = a.sample("capital_question", "What is the capital of France?", 100)?;
+            if let Some(pending) = a.pending(None) {
+                return Ok(pending);
+            }
+            Ok(ToolOutput::text(format!(
+                "The model said: {}",
+                answer.unwrap_or_default()
+            )))
+        },
+    ));
+    reg.tool(Tool::new(
+        "test_input_required_result_list_roots",
+        "Asks for the client's roots (input_required)",
+        no_args(),
+        |ctx, _| {
+            let mut a = Asker::new(ctx);
+            let roots = a.roots("client_roots")?;
+            if let Some(pending) = a.pending(None) {
+                return Ok(pending);
+            }
+            Ok(ToolOutput::text(format!(
+                "Roots: {}",
+                roots.unwrap_or_default().join(", ")
+            )))
+        },
+    ));
+    reg.tool(Tool::new("test_input_required_result_request_state", "Round-trips a signed requestState", no_args(), |ctx, _| {
+        let expected = json!({ "tool": "request_state", "round": 1 });
+        let mut a = Asker::new(ctx);
+        let ok = a.elicit("confirm", "Please confirm", "ok", "boolean")?;
+        if ctx.is_stateless() && ctx.request_state() != Some(&expected) {
+            // Without our state the answer cannot be trusted to belong to this request.
+            let ir = InputRequired::new()
+                .elicit("confirm", "Please confirm", json!({ "type": "object", "properties": { "ok": { "type": "boolean" } }, "required": ["ok"] }))
+                .state(expected);
+            return Ok(ToolOutput::input_required(ir));
+        }
+        if let Some(pending) = a.pending(Some(expected)) {
+            return Ok(pending);
+        }
+        Ok(ToolOutput::text(format!("state-ok: confirmed={}", ok.unwrap_or_default())))
+    }));
+    reg.tool(Tool::new(
+        "test_input_required_result_multiple_inputs",
+        "Asks three questions at once",
+        no_args(),
+        |ctx, _| {
+            let state = json!({ "tool": "multiple_inputs" });
+            let mut a = Asker::new(ctx);
+            let name = a.elicit("user_name", "What is your name?", "name", "string")?;
+            let greeting = a.sample("greeting", "Generate a greeting", 50)?;
+            let roots = a.roots("client_roots")?;
+            if let Some(pending) = a.pending(Some(state)) {
+                return Ok(pending);
+            }
+            Ok(ToolOutput::text(format!(
+                "name={}, greeting={}, roots={}",
+                name.as_ref().and_then(Value::as_str).unwrap_or("?"),
+                greeting.unwrap_or_default(),
+                roots.unwrap_or_default().join(",")
+            )))
+        },
+    ));
+    reg.tool(Tool::new("test_input_required_result_multi_round", "Asks two questions, one round each", no_args(), |ctx, _| {
+        if !ctx.is_stateless() {
+            let mut a = Asker::new(ctx);
+            let name = a.elicit("step1", "Step 1: What is your name?", "name", "string")?;
+            let color = a.elicit("step2", "Step 2: What is your favorite color?", "color", "string")?;
+            return Ok(ToolOutput::text(format!("{} likes {}", name.unwrap_or_default(), color.unwrap_or_default())));
+        }
+        let step1 = |state: Value| {
+            let schema = json!({ "type": "object", "properties": { "name": { "type": "string" } }, "required": ["name"] });
+            ToolOutput::input_required(InputRequired::new().elicit("step1", "Step 1: What is your name?", schema).state(state))
+        };
+        let state = ctx.request_state().cloned().unwrap_or(Value::Null);
+        match state["round"].as_u64() {
+            Some(1) => match ctx.input_response("step1").and_then(|r| r["content"]["name"].as_str()) {
+                Some(name) => {
+                    let schema = json!({ "type": "object", "properties": { "color": { "type": "string" } }, "required": ["color"] });
+                    let ir = InputRequired::new()
+                        .elicit("step2", "Step 2: What is your favorite color?", schema)
+                        .state(json!({ "round": 2, "name": name }));
+                    Ok(ToolOutput::input_required(ir))
+                }
+                None => Ok(step1(state)),
+            },
+            Some(2) => match ctx.input_response("step2").and_then(|r| r["content"]["color"].as_str()) {
+                Some(color) => Ok(ToolOutput::text(format!("{} likes {color}", state["name"].as_str().unwrap_or("?")))),
+                None => Ok(step1(json!({ "round": 1 }))),
+            },
+            _ => Ok(step1(json!({ "round": 1 }))),
+        }
+    }));
+    reg.tool(Tool::new("test_input_required_result_tampered_state", "Refuses a requestState that was changed", no_args(), |ctx, _| {
+        let state = json!({ "tool": "tampered_state" });
+        let mut a = Asker::new(ctx);
+        let ok = a.elicit("confirm", "Please confirm", "ok", "boolean")?;
+        if ctx.is_stateless() && ctx.request_state() != Some(&state) {
+            let ir = InputRequired::new()
+                .elicit("confirm", "Please confirm", json!({ "type": "object", "properties": { "ok": { "type": "boolean" } }, "required": ["ok"] }))
+                .state(state);
+            return Ok(ToolOutput::input_required(ir));
+        }
+        if let Some(pending) = a.pending(Some(state)) {
+            return Ok(pending);
+        }
+        Ok(ToolOutput::text(format!("state verified: confirmed={}", ok.unwrap_or_default())))
+    }));
+    reg.tool(Tool::new(
+        "test_input_required_result_capabilities",
+        "Asks only through the capabilities the client declared",
+        no_args(),
+        |ctx, _| {
+            let mut a = Asker::new(ctx);
+            let mut got = Vec::new();
+            if ctx.session.client_supports("elicitation") {
+                got.push(format!(
+                    "name={}",
+                    a.elicit("user_name", "What is your name?", "name", "string")?
+                        .unwrap_or_default()
+                ));
+            }
+            if ctx.session.client_supports("sampling") {
+                got.push(format!(
+                    "sample={}",
+                    a.sample("capital_question", "What is the capital of France?", 100)?
+                        .unwrap_or_default()
+                ));
+            }
+            if ctx.session.client_supports("roots") {
+                got.push(format!(
+                    "roots={}",
+                    a.roots("client_roots")?.unwrap_or_default().join(",")
+                ));
+            }
+            if let Some(pending) = a.pending(None) {
+                return Ok(pending);
+            }
+            if got.is_empty() {
+                return Ok(ToolOutput::error(
+                    "the client declared no capability to ask through",
+                ));
+            }
+            Ok(ToolOutput::text(got.join("; ")))
+        },
+    ));
+}
+
 fn resources(reg: &mut Registry) {
     reg.resource(Resource::new(
         json!({ "uri": "test://static-text", "name": "static-text", "title": "Static Text Resource",
@@ -295,6 +647,18 @@ fn prompts(reg: &mut Registry) {
             { "role": "user", "content": { "type": "image", "data": PNG, "mimeType": "image/png" } },
             user_text("Please analyze the image above.")] }))
     }));
+    reg.prompt(Prompt::new(
+        json!({ "name": "test_input_required_result_prompt", "description": "A prompt that asks for its context first (input_required)" }),
+        |ctx, _| {
+            let mut a = Asker::new(ctx);
+            let context = a.elicit("user_context", "What context should the prompt use?", "context", "string")?;
+            if let Some(ToolOutput { input_required: Some(ir), .. }) = a.pending(None) {
+                return Ok(ir.into_result());
+            }
+            let context = context.as_ref().and_then(Value::as_str).unwrap_or("none").to_string();
+            Ok(json!({ "messages": [user_text(&format!("Answer with this context in mind: {context}"))] }))
+        },
+    ));
     reg.completion(|reference, arg, value, _ctx| {
         let options: &[&str] = match (reference["name"].as_str(), arg) {
             (Some("test_prompt_with_arguments"), "arg1" | "arg2") => {
@@ -321,19 +685,24 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let mut reg = Registry::default();
-    tools(&mut reg);
-    resources(&mut reg);
-    prompts(&mut reg);
-    reg.instructions = Some("The MCP conformance fixture of mreg.".into());
     let mut server = Server::new(
         ServerInfo {
             name: "mreg-conformance".into(),
             title: "mreg conformance fixture".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         },
-        reg,
+        Registry::default(),
     );
+    let dynamic = Arc::new(AtomicBool::new(false));
+    let reg = &mut server.registry;
+    tools(reg);
+    modern_tools(reg, server.modern.subscriptions.clone(), dynamic.clone());
+    resources(reg);
+    prompts(reg);
+    reg.instructions = Some("The MCP conformance fixture of mreg.".into());
+    server.tool_filter = Some(Arc::new(move |_, tool| {
+        tool.name != "test_dynamic_tool" || dynamic.load(Ordering::Relaxed)
+    }));
     server.client_request_timeout = Duration::from_secs(30);
     let server = Arc::new(server);
     let principal = Principal::local("conformance", "tester", &[Role::User]);

@@ -50,7 +50,7 @@ fn lifecycle_and_tools() {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     // The default local principal is a user: the admin tool is not even listed.
-    assert_eq!(names, ["_get_authentication_info"]);
+    assert_eq!(names, ["_get_authentication_info", "_secure_query_data"]);
 
     let call = c.request(
         5,

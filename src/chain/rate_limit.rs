@@ -20,7 +20,7 @@ pub struct Rate {
 impl Rate {
     /// Milliseconds between two requests at the steady rate.
     fn interval_ms(self) -> u64 {
-        60_000 / u64::from(self.per_minute.max(1))
+        (60_000 / u64::from(self.per_minute.max(1))).max(1)
     }
 
     fn tolerance_ms(self) -> u64 {

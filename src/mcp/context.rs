@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use mreg_wire::jsonrpc::{self, ErrorCode, ErrorObject, Id, Message, Notification, Request};
 
@@ -32,11 +32,55 @@ pub struct Ctx<'a> {
     pub cancelled: Arc<AtomicBool>,
     pub progress_token: Option<Value>,
     pub client_request_timeout: Duration,
+    /// `Some` when the request is served statelessly (2026-07-28): what the client
+    /// answered to an earlier `input_required` result. `None` on a 2025 session.
+    pub modern: Option<&'a RoundInput>,
+}
+
+/// What a stateless retry brings back: the client's answers to the server's
+/// `inputRequests` (by key) and the verified `requestState` the server issued.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoundInput {
+    pub responses: Map<String, Value>,
+    pub state: Option<Value>,
 }
 
 impl Ctx<'_> {
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// True on the stateless revision: the handler cannot send the client requests and
+    /// answers `input_required` instead (see `registry::InputRequired`).
+    pub fn is_stateless(&self) -> bool {
+        self.modern.is_some()
+    }
+
+    /// The client's answer to the input request `key` of an earlier round.
+    pub fn input_response(&self, key: &str) -> Option<&Value> {
+        self.modern.and_then(|m| m.responses.get(key))
+    }
+
+    /// The state this handler put in its previous `input_required` result, verified.
+    pub fn request_state(&self) -> Option<&Value> {
+        self.modern.and_then(|m| m.state.as_ref())
+    }
+
+    /// Fails unless the client declared `capability` (e.g. "sampling"): -32021 with
+    /// `requiredCapabilities` on the stateless revision, -32600 on a session.
+    pub fn require_capability(&self, capability: &str) -> Result<(), ErrorObject> {
+        if self.session.client_supports(capability) {
+            return Ok(());
+        }
+        if self.is_stateless() {
+            return Err(crate::mcp::modern::missing_capability(
+                json!({ capability: {} }),
+            ));
+        }
+        Err(ErrorObject::new(
+            ErrorCode::INVALID_REQUEST,
+            format!("the client did not declare the {capability} capability"),
+        ))
     }
 
     fn notify(&self, method: &str, params: Value) {
@@ -82,6 +126,13 @@ impl Ctx<'_> {
     /// Sends a request to the client and waits for its answer, the timeout, or the
     /// cancellation of the request being served, whichever comes first.
     pub fn request_client(&self, method: &str, params: Value) -> Result<Value, ErrorObject> {
+        if self.is_stateless() {
+            // The stateless revision forbids server-to-client requests on any stream.
+            log::error!(
+                "a handler sent {method} to a stateless client; it must answer input_required"
+            );
+            return Err(ErrorObject::internal());
+        }
         let (id, rx) = self.session.expect_reply();
         let msg = Message::Request(Request {
             id: id.clone(),

@@ -103,6 +103,13 @@ pub fn tools_call(server: &Server, ctx: &Ctx<'_>, params: &Value) -> Result<Valu
         ))));
     }
     let output = (tool.handler)(ctx, args)?;
+    if let Some(ir) = output.input_required {
+        if !ctx.is_stateless() {
+            log::error!("tool {name} answered input_required on a session; it must ask the client");
+            return Err(ErrorObject::internal());
+        }
+        return Ok(ir.into_result());
+    }
     if let (Some(schema), Some(value), false) =
         (&tool.output_schema, &output.structured, output.is_error)
         && let Err(e) = schema::validate(schema, value)
@@ -152,12 +159,16 @@ pub fn templates_list(server: &Server, params: &Value) -> Result<Value, ErrorObj
     paginate(items, params, "resourceTemplates")
 }
 
-fn not_found(uri: &str) -> ErrorObject {
-    ErrorObject::new(
-        RESOURCE_NOT_FOUND,
-        format!("resource not found: {}", clip(uri)),
-    )
-    .with_data(json!({ "uri": uri }))
+/// A resource that does not exist: -32002 on a 2025 session, -32602 on the stateless
+/// revision (which made it an invalid-params error); `data.uri` names it in both.
+fn not_found(ctx: &Ctx<'_>, uri: &str) -> ErrorObject {
+    let code = if ctx.is_stateless() {
+        ErrorCode::INVALID_PARAMS
+    } else {
+        RESOURCE_NOT_FOUND
+    };
+    ErrorObject::new(code, format!("resource not found: {}", clip(uri)))
+        .with_data(json!({ "uri": uri }))
 }
 
 pub fn resources_read(
@@ -169,7 +180,7 @@ pub fn resources_read(
     let read = server
         .registry
         .find_resource(uri)
-        .ok_or_else(|| not_found(uri))?;
+        .ok_or_else(|| not_found(ctx, uri))?;
     let contents = read(ctx, uri)?;
     Ok(json!({ "contents": contents }))
 }
@@ -184,7 +195,7 @@ pub fn subscribe(
     let mut subs = ctx.session.subscriptions.lock();
     if on {
         if server.registry.find_resource(uri).is_none() {
-            return Err(not_found(uri));
+            return Err(not_found(ctx, uri));
         }
         const MAX_SUBSCRIPTIONS: usize = 1024;
         if subs.len() >= MAX_SUBSCRIPTIONS && !subs.contains(uri) {
@@ -236,7 +247,12 @@ pub fn prompts_get(server: &Server, ctx: &Ctx<'_>, params: &Value) -> Result<Val
             "missing required argument: {missing}"
         )));
     }
-    (prompt.get)(ctx, args)
+    let result = (prompt.get)(ctx, args)?;
+    if !ctx.is_stateless() && result["resultType"] == "input_required" {
+        log::error!("prompt {name} answered input_required on a session");
+        return Err(ErrorObject::internal());
+    }
+    Ok(result)
 }
 
 pub fn complete(server: &Server, params: &Value) -> Result<Value, ErrorObject> {

@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod methods;
+pub mod modern;
 pub mod protocol;
 pub mod registry;
 pub mod schema;

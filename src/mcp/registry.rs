@@ -17,9 +17,82 @@ pub struct ToolOutput {
     pub content: Vec<Value>,
     pub structured: Option<Value>,
     pub is_error: bool,
+    /// Stateless revision only: the tool needs the client first (see [`InputRequired`]);
+    /// the other fields are then ignored.
+    pub input_required: Option<InputRequired>,
+}
+
+/// An `input_required` result (2026-07-28): what the handler needs from the client
+/// (elicitation, sampling, roots), by key, and the state it wants back on the retry.
+/// The dispatcher signs the state and binds it to the caller and the request, so the
+/// handler reads it back with `Ctx::request_state` knowing it is its own. Tools return
+/// it through [`ToolOutput::input_required`], prompts and resources through
+/// [`InputRequired::into_result`]. Only for requests where `Ctx::is_stateless()`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InputRequired {
+    pub requests: Map<String, Value>,
+    pub state: Option<Value>,
+}
+
+impl InputRequired {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the client `method` with `params` under `key` (answered in `inputResponses`).
+    pub fn ask(mut self, key: &str, method: &str, params: Value) -> Self {
+        self.requests
+            .insert(key.into(), json!({ "method": method, "params": params }));
+        self
+    }
+
+    /// An `elicitation/create` (form mode) request.
+    pub fn elicit(self, key: &str, message: &str, requested_schema: Value) -> Self {
+        self.ask(
+            key,
+            "elicitation/create",
+            json!({ "mode": "form", "message": message, "requestedSchema": requested_schema }),
+        )
+    }
+
+    /// A `sampling/createMessage` request for one user message.
+    pub fn sample(self, key: &str, prompt: &str, max_tokens: u32) -> Self {
+        self.ask(
+            key,
+            "sampling/createMessage",
+            json!({ "messages": [{ "role": "user", "content": { "type": "text", "text": prompt } }], "maxTokens": max_tokens }),
+        )
+    }
+
+    pub fn list_roots(self, key: &str) -> Self {
+        self.ask(key, "roots/list", json!({}))
+    }
+
+    /// State to get back (signed) on the retry.
+    pub fn state(mut self, state: Value) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// The result object, with the state still unsigned (the dispatcher signs it).
+    pub fn into_result(self) -> Value {
+        let mut r = json!({ "resultType": "input_required", "inputRequests": self.requests });
+        if let Some(s) = self.state {
+            r["requestState"] = s;
+        }
+        r
+    }
 }
 
 impl ToolOutput {
+    /// The tool needs the client first (stateless revision).
+    pub fn input_required(ir: InputRequired) -> Self {
+        ToolOutput {
+            input_required: Some(ir),
+            ..Default::default()
+        }
+    }
+
     pub fn text(text: impl Into<String>) -> Self {
         ToolOutput {
             content: vec![json!({"type": "text", "text": text.into()})],

@@ -18,6 +18,7 @@ use crate::auth::principal::Principal;
 use crate::chain::{AuthFailure, Call, Chain};
 use crate::mcp::context::{Ctx, Outbound};
 use crate::mcp::methods;
+use crate::mcp::modern::{self, ModernState};
 use crate::mcp::protocol;
 use crate::mcp::registry::{Registry, Tool};
 use crate::mcp::session::{ClientHello, Phase, Session, Transport};
@@ -78,17 +79,22 @@ pub struct Server {
     pub client_request_timeout: Duration,
     pub sessions: Arc<SessionTable>,
     pub tool_filter: Option<Arc<ToolFilter>>,
+    /// The stateless revision (2026-07-28): request-state key, stateless callers,
+    /// `subscriptions/listen` streams. See `mcp::modern`.
+    pub modern: ModernState,
 }
 
 impl Server {
     pub fn new(info: ServerInfo, registry: Registry) -> Self {
+        let sessions = Arc::new(SessionTable::default());
         Server {
             info,
             registry,
             chain: Chain::standard(),
             limits: Limits::default(),
             client_request_timeout: Duration::from_secs(60),
-            sessions: Arc::new(SessionTable::default()),
+            modern: ModernState::new(sessions.clone()),
+            sessions,
             tool_filter: None,
         }
     }
@@ -142,6 +148,9 @@ impl Server {
         req: Request,
         out: &dyn Outbound,
     ) -> Option<Answer> {
+        if modern::routes_to_modern(session, &req) {
+            return self.serve_modern_on_session(session, req, out);
+        }
         let cancelled = session.begin_request(&req.id);
         let target = methods::target_of(&req.method, req.params.as_ref());
         let principal = &session.principal;
@@ -169,6 +178,7 @@ impl Server {
                 .and_then(|p| p.pointer("/_meta/progressToken"))
                 .cloned(),
             client_request_timeout: self.client_request_timeout,
+            modern: None,
         };
         let outcome = self
             .chain
@@ -222,7 +232,9 @@ impl Server {
         }
     }
 
-    fn dispatch(
+    /// Routes a request of either revision to its handler (the modern path has already
+    /// refused the methods it removed).
+    pub(crate) fn dispatch(
         &self,
         ctx: &Ctx<'_>,
         method: &str,
@@ -392,6 +404,7 @@ impl Server {
                 let _ = out.send(&msg);
             }
         }
+        self.modern.subscriptions.resource_updated(uri);
     }
 
     pub fn visible_tool(&self, principal: &Principal, tool: &Tool) -> bool {

@@ -4,6 +4,7 @@
 //! sessions and authentication, which live in the server crate.
 
 pub mod framing;
+pub mod fuzzing;
 pub mod http;
 pub mod jsonrpc;
 pub mod query;

@@ -3,6 +3,7 @@
 //! bind, announce, housekeeping, and a graceful stop on SIGTERM/SIGINT.
 
 pub mod conn;
+pub mod stateless;
 pub mod streamable;
 
 use std::io;

@@ -238,6 +238,10 @@ impl McpHttp {
                 });
             }
         };
+        // The stateless revision (2026-07-28) is decided per request.
+        if super::stateless::wants(req, &msg) {
+            return super::stateless::post(&self.server, req, caller, msg, out.out, out.extra);
+        }
         if matches!(&msg, Message::Request(r) if r.method == "initialize") {
             return self.initialize(req, caller, msg, out);
         }
