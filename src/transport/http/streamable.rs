@@ -386,6 +386,10 @@ impl McpHttp {
     /// Periodic work: keep-alive comments on GET streams, and expiry of idle sessions.
     pub fn housekeeping(&self) {
         let now = Instant::now();
+        self.server
+            .modern
+            .callers
+            .expire(self.options.session_idle, now);
         for s in self.server.sessions.all() {
             if s.transport != Transport::Http {
                 continue;
