@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 
 use mreg_wire::jsonrpc::Limits;
 
+use crate::audit::{AuditLog, Durability};
 use crate::auth::principal::Principal;
 use crate::chain::access::{AccessControl, ToolPolicy};
+use crate::chain::audit::Audit;
 use crate::chain::authn::{Authentication, Blocklist};
+use crate::chain::metrics::{Measure, Metrics};
 use crate::chain::rate_limit::{Rate, RateLimit, RateLimiter, RateStore, now_ms};
 use crate::chain::{Chain, ErrorHandling, Middleware};
 use crate::config::{ChainSettings, Config};
@@ -27,7 +30,39 @@ pub struct App {
     pub rate_store: Arc<RateStore>,
     pub blocklist: Arc<Blocklist>,
     pub policy: Arc<ToolPolicy>,
+    pub metrics: Arc<Metrics>,
+    pub audit: Option<Arc<AuditLog>>,
+    /// The result of the latest background verification of the audit log.
+    pub audit_checks: Arc<parking_lot::Mutex<serde_json::Value>>,
     pub started: Instant,
+}
+
+/// Why the server cannot start.
+#[derive(Debug)]
+pub enum StartError {
+    Store(StoreError),
+    Audit(crate::audit::AuditError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Store(e) => write!(f, "{e}"),
+            StartError::Audit(e) => write!(f, "the audit log cannot be opened: {e}"),
+        }
+    }
+}
+
+impl From<StoreError> for StartError {
+    fn from(e: StoreError) -> Self {
+        StartError::Store(e)
+    }
+}
+
+impl From<sled::Error> for StartError {
+    fn from(e: sled::Error) -> Self {
+        StartError::Store(e.into())
+    }
 }
 
 fn rates(c: &ChainSettings) -> (Rate, Rate, Option<Rate>) {
@@ -49,7 +84,7 @@ fn rates(c: &ChainSettings) -> (Rate, Rate, Option<Rate>) {
 }
 
 impl App {
-    pub fn build(config: Config) -> Result<App, StoreError> {
+    pub fn build(config: Config) -> Result<App, StartError> {
         let store = Arc::new(Store::open(&config.data_dir, config.sled_cache_bytes)?);
         let c = &config.chain;
         let policy = Arc::new(
@@ -65,12 +100,32 @@ impl App {
         }))));
         let blocklist = Arc::new(Blocklist::open(Some(store.db.open_tree("blocked")?)));
 
-        let mut links: Vec<Box<dyn Middleware>> = vec![Box::new(ErrorHandling)];
-        if !c.audit {
+        let metrics = Arc::new(Metrics::default());
+        let mut links: Vec<Box<dyn Middleware>> = vec![
+            Box::new(ErrorHandling),
+            Box::new(Measure {
+                metrics: metrics.clone(),
+            }),
+        ];
+        let audit = if c.audit {
+            let mode = match c.audit_batch_ms {
+                Some(ms) => Durability::Batch { max_delay_ms: ms },
+                None => Durability::Durable,
+            };
+            let log =
+                AuditLog::open(&store.db, &config.data_dir, mode).map_err(StartError::Audit)?;
+            let log = Arc::new(log);
+            links.push(Box::new(Audit {
+                log: log.clone(),
+                fail_open: c.audit_fail_open,
+            }));
+            Some(log)
+        } else {
             log::warn!(
                 "AUDIT LOGGING IS OFF (MREG_FASTMCP_ENABLE_AUDIT_LOGGING=false): no request is recorded"
             );
-        }
+            None
+        };
         links.push(Box::new(Authentication {
             blocklist: blocklist.clone(),
         }));
@@ -105,11 +160,19 @@ impl App {
         );
         server.chain = Chain::new(links);
         let started = Instant::now();
+        let audit_checks = Arc::new(parking_lot::Mutex::new(serde_json::Value::Null));
         let env = Arc::new(tools::Env {
             config: config.clone(),
             store: store.clone(),
             sessions: server.sessions.clone(),
             started,
+            status: status_source(
+                metrics.clone(),
+                limiter.clone(),
+                audit.clone(),
+                store.clone(),
+                audit_checks.clone(),
+            ),
         });
         tools::register(&mut server.registry, &env);
         if c.access_control {
@@ -131,14 +194,57 @@ impl App {
             rate_store,
             blocklist,
             policy,
+            metrics,
+            audit,
+            audit_checks,
             started,
         };
         app.start_background();
         Ok(app)
     }
 
-    /// Persists rate-limit buckets once a second.
+    /// Persists rate-limit buckets once a second; applies audit retention and verifies
+    /// the audit log in the background every hour (never on the start-up path).
     fn start_background(&self) {
+        if let Some(log) = self.audit.clone() {
+            let (db, dir, checks) = (
+                self.store.db.clone(),
+                self.config.data_dir.clone(),
+                self.audit_checks.clone(),
+            );
+            let (days, max) = (
+                self.config.chain.audit_retention_days,
+                self.config.chain.audit_max_records,
+            );
+            let spawned = thread::Builder::new()
+                .name("mreg-audit-maint".into())
+                .spawn(move || {
+                    // Let start-up finish first.
+                    thread::sleep(Duration::from_secs(5));
+                    loop {
+                        let cutoff = (days > 0)
+                            .then(|| now_ms().saturating_sub(u64::from(days) * 86_400_000));
+                        if cutoff.is_some() || max > 0 {
+                            match log.prune(cutoff, (max > 0).then_some(max)) {
+                                Ok(r) if r.removed > 0 => {
+                                    log::info!("audit retention removed {} records", r.removed)
+                                }
+                                Ok(_) => {}
+                                Err(e) => log::error!("audit retention failed: {e}"),
+                            }
+                        }
+                        let (status, report) = crate::admin::audit::verify_now(&db, &dir);
+                        if status != 200 || report["ok"] != serde_json::json!(true) {
+                            log::error!("AUDIT LOG VERIFICATION FAILED: {report}");
+                        }
+                        *checks.lock() = serde_json::json!({ "at_ms": now_ms(), "result": report });
+                        thread::sleep(Duration::from_secs(3600));
+                    }
+                });
+            if let Err(e) = spawned {
+                log::error!("cannot start audit maintenance: {e}");
+            }
+        }
         let (limiter, rate_store) = (self.limiter.clone(), self.rate_store.clone());
         let spawned = thread::Builder::new()
             .name("mreg-persist".into())
@@ -163,9 +269,25 @@ impl App {
             blocklist: self.blocklist.clone(),
             policy: self.policy.clone(),
             started_ms: now_ms().saturating_sub(self.started.elapsed().as_millis() as u64),
-            extensions: vec![crate::admin::data_extension(self.store.data.clone())],
+            audit: self.audit.clone(),
+            extra: Some(self.status_fn()),
+            extensions: vec![
+                crate::admin::data_extension(self.store.data.clone()),
+                crate::admin::audit::extension(self.store.db.clone(), self.config.data_dir.clone()),
+            ],
         });
         admin.start(&self.config.data_dir).map(|_| ())
+    }
+
+    /// Figures shared by the admin snapshot and `_admin_system_status`.
+    pub fn status_fn(&self) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
+        status_source(
+            self.metrics.clone(),
+            self.limiter.clone(),
+            self.audit.clone(),
+            self.store.clone(),
+            self.audit_checks.clone(),
+        )
     }
 
     /// Writes volatile state (rate buckets) and flushes the store; called before exit.
@@ -179,4 +301,38 @@ impl App {
         let l = &self.config.local;
         Principal::local(&l.tenant, &l.user, &l.roles)
     }
+}
+
+/// Figures shared by the admin snapshot and `_admin_system_status`.
+pub fn status_source(
+    metrics: Arc<Metrics>,
+    limiter: Arc<RateLimiter>,
+    audit: Option<Arc<AuditLog>>,
+    store: Arc<Store>,
+    checks: Arc<parking_lot::Mutex<serde_json::Value>>,
+) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
+    Arc::new(move || {
+        let limits = limiter.snapshot(now_ms());
+        let busiest: Vec<serde_json::Value> = limits
+                .iter()
+                .take(5)
+                .map(|b| serde_json::json!({ "principal": b.key, "allowed": b.allowed, "limited": b.limited }))
+                .collect();
+        let last_seq = store
+            .db
+            .open_tree(crate::store::schema::AUDIT_TREE)
+            .ok()
+            .and_then(|t| t.last().ok().flatten())
+            .and_then(|(k, _)| crate::store::schema::audit_seq(&k));
+        serde_json::json!({
+            "requests": metrics.snapshot(),
+            "rate_limit": { "throttled_total": limiter.total_limited(), "busiest": busiest },
+            "audit": {
+                "enabled": audit.is_some(),
+                "last_seq": last_seq,
+                "last_verification": checks.lock().clone(),
+            },
+            "database": { "size_on_disk_bytes": store.size_on_disk() },
+        })
+    })
 }

@@ -22,6 +22,9 @@ commands:
   data import --tenant T --collection C FILE.jsonl
                  load rows (JSON objects, one per line) into a tenant's collection
   data list      list tenants' collections and row counts
+  audit verify   check the audit log's hash chain, HMACs and anchor; names the first bad record
+  audit export [--since UNIX_MS|YYYY-MM-DD] [--tenant T]
+                 print audit records as JSON lines
   block T/U      refuse every request of principal TENANT/USER from now on
   unblock T/U    lift a block
   version        print the version
@@ -103,7 +106,7 @@ pub fn main() -> i32 {
             0
         }
         "check-config" => check_config(args.data_dir),
-        "sessions" | "revoke" | "block" | "unblock" | "data" => operator(&args),
+        "sessions" | "revoke" | "block" | "unblock" | "data" | "audit" => operator(&args),
         "stdio" => run_stdio(args.data_dir),
         "serve" => match args
             .rest
@@ -142,6 +145,7 @@ fn operator(args: &Args) -> i32 {
     };
     match (args.command.as_str(), one()) {
         ("data", _) => crate::commands::data(&config, &args.rest),
+        ("audit", _) => crate::commands::audit(&config, &args.rest),
         ("sessions", _) if args.rest.is_empty() => crate::commands::sessions(&config),
         ("revoke", Some(id)) => crate::commands::revoke(&config, &id),
         ("block", Some(p)) => crate::commands::block(&config, &p, true),

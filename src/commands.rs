@@ -260,3 +260,132 @@ fn print_value((status, v): (u16, Value)) -> i32 {
         1
     }
 }
+
+/// `mreg audit verify` and `mreg audit export [--since RFC3339-or-unix-ms] [--tenant T]`.
+pub fn audit(config: &Config, args: &[String]) -> i32 {
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    match args.first().map(String::as_str) {
+        Some("verify") => {
+            let (status, report) = match via_admin(&config.data_dir, "GET", "/v1/audit/verify", b"")
+            {
+                Ok(Via::Server(r)) => (r.status, r.json().unwrap_or(Value::Null)),
+                Ok(Via::NotRunning) => match open_offline(config) {
+                    Ok(store) => mreg::admin::audit::verify_now(&store.db, &config.data_dir),
+                    Err(code) => return code,
+                },
+                Err(e) => {
+                    eprintln!("mreg: {e}");
+                    return 1;
+                }
+            };
+            if status != 200 {
+                eprintln!(
+                    "mreg: audit verify: {}",
+                    report["error"].as_str().unwrap_or("failed")
+                );
+                return 1;
+            }
+            if report["ok"] == json!(true) {
+                println!(
+                    "audit log OK: {} records (seq {}..{})",
+                    report["records"], report["first_seq"], report["last_seq"]
+                );
+                0
+            } else {
+                println!(
+                    "audit log FAILED verification at seq {}: {}",
+                    report["first_bad_seq"],
+                    report["problem"].as_str().unwrap_or("unknown problem")
+                );
+                1
+            }
+        }
+        Some("export") => {
+            let since = match flag("--since").map(|s| parse_time_ms(&s)) {
+                Some(Ok(ms)) => Some(ms),
+                Some(Err(e)) => {
+                    eprintln!("mreg: --since: {e}");
+                    return 2;
+                }
+                None => None,
+            };
+            let tenant = flag("--tenant");
+            let mut path = String::from("/v1/audit/export?");
+            if let Some(ms) = since {
+                path.push_str(&format!("since_ms={ms}&"));
+            }
+            if let Some(t) = &tenant {
+                path.push_str(&format!("tenant={}", t.replace('/', "%2F")));
+            }
+            let lines = match via_admin(&config.data_dir, "GET", &path, b"") {
+                Ok(Via::Server(r)) if r.status == 200 => r
+                    .json()
+                    .ok()
+                    .and_then(|v| v["lines"].as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                Ok(Via::Server(r)) => return print_answer(&r),
+                Ok(Via::NotRunning) => match open_offline(config) {
+                    Ok(store) => {
+                        match mreg::admin::audit::export_now(&store.db, since, tenant.as_deref()) {
+                            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                            Err(e) => {
+                                eprintln!("mreg: {e}");
+                                return 1;
+                            }
+                        }
+                    }
+                    Err(code) => return code,
+                },
+                Err(e) => {
+                    eprintln!("mreg: {e}");
+                    return 1;
+                }
+            };
+            print!("{lines}");
+            0
+        }
+        _ => {
+            eprintln!(
+                "usage: mreg audit verify | mreg audit export [--since UNIX_MS|YYYY-MM-DD] [--tenant T]"
+            );
+            2
+        }
+    }
+}
+
+/// Unix milliseconds, or a `YYYY-MM-DD` date (UTC midnight).
+fn parse_time_ms(s: &str) -> Result<u64, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    let parts: Vec<&str> = s.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(format!(
+            "expected unix milliseconds or YYYY-MM-DD, got {s:?}"
+        ));
+    };
+    let (y, m, d): (i64, i64, i64) = match (y.parse(), m.parse(), d.parse()) {
+        (Ok(y), Ok(m), Ok(d)) if (1..=12).contains(&m) && (1..=31).contains(&d) && y >= 1970 => {
+            (y, m, d)
+        }
+        _ => {
+            return Err(format!(
+                "expected unix milliseconds or YYYY-MM-DD, got {s:?}"
+            ));
+        }
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok((days * 86_400_000) as u64)
+}

@@ -6,6 +6,7 @@
 //! matter only against hostile peers, and the only peers here are the server's own OS
 //! user.
 
+pub mod audit;
 pub mod client;
 
 use std::fs;
@@ -35,6 +36,10 @@ pub struct Admin {
     pub blocklist: Arc<Blocklist>,
     pub policy: Arc<ToolPolicy>,
     pub started_ms: u64,
+    /// Records admin actions; `None` when audit logging is off.
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// Extra snapshot fields (metrics, audit state), computed on each snapshot.
+    pub extra: Option<Arc<dyn Fn() -> Value + Send + Sync>>,
     /// Handlers added by other modules (audit, data, tokens), tried in order.
     pub extensions: Vec<Arc<Extension>>,
 }
@@ -92,7 +97,7 @@ impl Admin {
                 })
             })
             .collect();
-        json!({
+        let mut v = json!({
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
             "uptime_ms": now.saturating_sub(self.started_ms),
@@ -101,7 +106,29 @@ impl Admin {
             "rate_limits": rates,
             "blocked": self.blocklist.list(),
             "tool_policy": self.policy.describe(),
-        })
+        });
+        if let (Some(extra), Some(obj)) = (&self.extra, v.as_object_mut())
+            && let Value::Object(more) = extra()
+        {
+            obj.extend(more);
+        }
+        v
+    }
+
+    /// Records an operator's action in the audit log.
+    fn record(&self, method: &str, target: &str) {
+        if let Some(log) = &self.audit {
+            let mut d = crate::audit::AuditDraft::new(
+                "admin",
+                method,
+                crate::store::schema::Decision::Allowed,
+            );
+            d.tool = Some(target.chars().take(256).collect());
+            d.user = "operator".into();
+            if let Err(e) = log.append(d) {
+                log::error!("admin action {method} {target} could not be audited: {e}");
+            }
+        }
     }
 
     fn handle(&self, method: &str, path: &str, query: &str, body: &[u8]) -> (u16, Value) {
@@ -136,6 +163,10 @@ impl Admin {
                 s.close();
                 self.server.sessions.remove(&s.id);
                 log::warn!("admin: session {} ({}) revoked", prefix, s.principal.key());
+                self.record(
+                    "admin/revoke_session",
+                    &format!("{} {}", &s.id[..8.min(s.id.len())], s.principal.key()),
+                );
                 (
                     200,
                     json!({ "revoked": s.id.chars().take(8).collect::<String>(), "principal": s.principal.key() }),

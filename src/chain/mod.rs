@@ -4,7 +4,9 @@
 //! and decides; it knows nothing of MCP method semantics.
 
 pub mod access;
+pub mod audit;
 pub mod authn;
+pub mod metrics;
 pub mod rate_limit;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -33,24 +35,7 @@ pub struct AuthFailure {
 
 /// The decision of a link, for the audit record, when the client sees something else
 /// (a refused tool looks unknown to the client, but the record says "denied").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Allowed,
-    Denied,
-    Limited,
-    Error,
-}
-
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Allowed => "allowed",
-            Decision::Denied => "denied",
-            Decision::Limited => "limited",
-            Decision::Error => "error",
-        }
-    }
-}
+pub use crate::store::schema::Decision;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {

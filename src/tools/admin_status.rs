@@ -34,8 +34,11 @@ fn output_schema() -> Value {
             "sessions": { "type": "object" },
             "database": { "type": "object" },
             "process": { "type": "object" },
+            "requests": { "type": "object" },
+            "rate_limit": { "type": "object" },
+            "audit": { "type": "object" },
         },
-        "required": ["version", "uptime_secs", "sessions", "database", "process"],
+        "required": ["version", "uptime_secs", "sessions", "database", "process", "requests", "rate_limit", "audit"],
     })
 }
 
@@ -44,11 +47,15 @@ pub fn tool(env: Arc<Env>) -> Tool {
         let sessions = env.sessions.all();
         let (rss, threads) = process_figures();
         let by_transport = |t: &str| sessions.iter().filter(|s| s.transport.as_str() == t).count();
+        let figures = (env.status)();
         Ok(ToolOutput::structured(json!({
+            "requests": figures["requests"],
+            "rate_limit": figures["rate_limit"],
+            "audit": figures["audit"],
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": env.started.elapsed().as_secs(),
             "sessions": { "active": sessions.len(), "stdio": by_transport("stdio"), "http": by_transport("http") },
-            "database": { "size_on_disk_bytes": env.store.size_on_disk(), "path": "MREG_DATA_DIR/db" },
+            "database": figures["database"],
             "process": { "rss_bytes": rss, "threads": threads, "pid": std::process::id() },
         })))
     })

@@ -25,6 +25,8 @@ pub struct Env {
     pub store: Arc<Store>,
     pub sessions: Arc<SessionTable>,
     pub started: Instant,
+    /// Request, rate-limit, audit and database figures of the running server.
+    pub status: Arc<dyn Fn() -> Value + Send + Sync>,
 }
 
 /// The built-in tool policy, before `MREG_TOOL_POLICY` overrides it.

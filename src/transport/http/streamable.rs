@@ -484,6 +484,14 @@ fn json_answer(answer: Answer) -> Response {
     {
         // An authenticated caller refused (blocked principal): forbidden, not 401.
         resp.status = 403;
+    } else if answer
+        .error
+        .as_ref()
+        .is_some_and(|e| e.code == ErrorCode::UNAVAILABLE)
+    {
+        // Fail closed: the audit log cannot record the request.
+        resp.status = 503;
+        resp.headers.push(("Retry-After".into(), "5".into()));
     }
     resp
 }
