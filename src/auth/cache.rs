@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use sha2::{Digest, Sha256};
+use aws_lc_rs::digest::{SHA256, digest};
 
 use super::principal::Principal;
 
@@ -14,7 +14,9 @@ use super::principal::Principal;
 pub type TokenHash = [u8; 32];
 
 pub fn token_hash(token: &str) -> TokenHash {
-    Sha256::digest(token.as_bytes()).into()
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
+    out
 }
 
 #[derive(Debug, Clone)]

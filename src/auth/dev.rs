@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
@@ -18,7 +19,6 @@ use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::keys::KeySet;
 use super::principal::Role;
@@ -72,9 +72,9 @@ impl DevIssuer {
             URL_SAFE_NO_PAD.encode(&public.n),
             URL_SAFE_NO_PAD.encode(&public.e),
         );
-        let digest = Sha256::digest(format!("{n}.{e}").as_bytes());
-        let kid = format!("dev-{}", hex(&digest[..8]));
-        let authority = format!("mreg-dev://{}", hex(&digest[..8]));
+        let thumb = hex(&digest(&SHA256, format!("{n}.{e}").as_bytes()).as_ref()[..8]);
+        let kid = format!("dev-{thumb}");
+        let authority = format!("mreg-dev://{thumb}");
         let mut set = KeySet::empty();
         if !set.insert_rsa(&kid, &n, &e) {
             return Err(io::Error::new(

@@ -13,6 +13,14 @@ fn auth(settings: AuthSettings) -> Authenticator {
 }
 
 #[test]
+fn facade_types_can_be_shared_by_worker_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Authenticator>();
+    shared::<JwksCache>();
+    shared::<AuthError>();
+}
+
+#[test]
 fn bearer_header_parsing() {
     fn ok(v: &str) -> Result<&str, AuthError> {
         parse_bearer(v, 64)

@@ -259,6 +259,7 @@ pub fn validate_detailed(
         Some(KeyEntry::Unsupported) => return Err(Refusal::UnsupportedKey),
         Some(KeyEntry::Rsa(key)) => key,
     };
+    install_crypto_provider();
     // The algorithm is fixed here, never taken from the header.
     let ok = jsonwebtoken::crypto::verify(
         parts.signature,
@@ -277,6 +278,17 @@ pub fn validate_detailed(
         expires_at,
         kid: parts.kid,
     })
+}
+
+/// Selects jsonwebtoken's aws-lc-rs backend explicitly, once per process. jsonwebtoken
+/// infers its backend from its features and panics at first use when another crate
+/// in the graph also enables `rust_crypto`; an explicit choice cannot be ambiguous.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means a provider was already chosen (by us or the embedding program).
+        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    });
 }
 
 /// Size, shape (three base64url segments), header and claims JSON.
