@@ -86,6 +86,9 @@ fn rates(c: &ChainSettings) -> (Rate, Rate, Option<Rate>) {
 impl App {
     pub fn build(config: Config) -> Result<App, StartError> {
         let store = Arc::new(Store::open(&config.data_dir, config.sled_cache_bytes)?);
+        store
+            .min_free_bytes
+            .store(config.min_free_bytes, std::sync::atomic::Ordering::Relaxed);
         let c = &config.chain;
         let policy = Arc::new(
             ToolPolicy::parse(&c.tool_policy, tools::default_policy())
@@ -115,9 +118,11 @@ impl App {
             let log =
                 AuditLog::open(&store.db, &config.data_dir, mode).map_err(StartError::Audit)?;
             let log = Arc::new(log);
+            let space_store = store.clone();
             links.push(Box::new(Audit {
                 log: log.clone(),
                 fail_open: c.audit_fail_open,
+                space_ok: Arc::new(move || space_store.space_ok()),
             }));
             Some(log)
         } else {
@@ -246,11 +251,16 @@ impl App {
             }
         }
         let (limiter, rate_store) = (self.limiter.clone(), self.rate_store.clone());
+        let space_store = self.store.clone();
         let spawned = thread::Builder::new()
             .name("mreg-persist".into())
             .spawn(move || {
                 loop {
                     thread::sleep(Duration::from_secs(1));
+                    // Rate state waits for space like every other write (see Store::space_ok).
+                    if !space_store.space_ok() {
+                        continue;
+                    }
                     if let Err(e) = rate_store.persist(&limiter, now_ms()) {
                         log::error!("persisting rate-limit state failed: {e}");
                     }

@@ -118,6 +118,8 @@ pub struct Config {
     pub stdio_workers: usize,
     pub client_request_timeout: Duration,
     pub sled_cache_bytes: u64,
+    /// Free bytes below which writes (and requests that need an audit record) are refused.
+    pub min_free_bytes: u64,
     pub local: LocalPrincipal,
     pub http: HttpSettings,
     pub azure: AzureSettings,
@@ -171,6 +173,11 @@ pub const VARS: &[VarDoc] = &[
     VarDoc {
         name: "MREG_SLED_CACHE_BYTES",
         default: "1048576",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_MIN_FREE_BYTES",
+        default: "33554432",
         secret: false,
     },
     VarDoc {
@@ -478,6 +485,7 @@ impl Config {
         let client_request_timeout =
             Duration::from_secs(r.number("MREG_CLIENT_REQUEST_TIMEOUT_SECS", 60, 1, 3600));
         let sled_cache_bytes = r.number("MREG_SLED_CACHE_BYTES", 1 << 20, 64 << 10, 1 << 34);
+        let min_free_bytes = r.number("MREG_MIN_FREE_BYTES", 32 << 20, 0, 1 << 40);
 
         let explicit = ["MREG_LOCAL_TENANT", "MREG_LOCAL_USER", "MREG_LOCAL_ROLES"]
             .iter()
@@ -599,6 +607,7 @@ impl Config {
             stdio_workers,
             client_request_timeout,
             sled_cache_bytes,
+            min_free_bytes,
             local,
             http,
             azure,
@@ -639,6 +648,7 @@ impl Config {
             self.client_request_timeout.as_secs().to_string(),
         );
         m.insert("MREG_SLED_CACHE_BYTES", self.sled_cache_bytes.to_string());
+        m.insert("MREG_MIN_FREE_BYTES", self.min_free_bytes.to_string());
         m.insert("MREG_LOCAL_TENANT", self.local.tenant.clone());
         m.insert("MREG_LOCAL_USER", self.local.user.clone());
         m.insert("MREG_LOCAL_ROLES", roles);

@@ -15,6 +15,9 @@ use crate::chain::{Call, Decision, Middleware, Next, Outcome};
 
 pub struct Audit {
     pub log: Arc<AuditLog>,
+    /// Checked before each record: a disk running full refuses requests early, before
+    /// the database latches an I/O error.
+    pub space_ok: Arc<dyn Fn() -> bool + Send + Sync>,
     /// Serve a request whose record could not be written (logged loudly) instead of
     /// refusing it.
     pub fail_open: bool,
@@ -81,6 +84,14 @@ impl Audit {
 impl Middleware for Audit {
     fn handle(&self, call: &Call<'_>, next: Next<'_>) -> Outcome {
         let started = Instant::now();
+        if !(self.space_ok)() && !self.fail_open {
+            let refused = Err(ErrorObject::new(
+                ErrorCode::UNAVAILABLE,
+                "the audit log is unavailable (disk full); request refused",
+            ));
+            call.decide(Decision::Error, "audit_unavailable: disk full");
+            return refused;
+        }
         let outcome = next.run(call);
         match self.log.append(Self::draft(call, &outcome, started)) {
             Ok(_) => outcome,

@@ -68,6 +68,9 @@ impl From<sled::Error> for StoreError {
 }
 
 pub struct Store {
+    /// Free bytes below which writes are refused (see [`Store::space_ok`]).
+    pub min_free_bytes: std::sync::atomic::AtomicU64,
+    space: parking_lot::Mutex<(std::time::Instant, bool)>,
     pub db: sled::Db,
     pub dir: PathBuf,
     pub meta: sled::Tree,
@@ -120,6 +123,11 @@ impl Store {
         let meta = db.open_tree("meta")?;
         let data = db.open_tree(crate::data::TREE)?;
         let store = Store {
+            min_free_bytes: std::sync::atomic::AtomicU64::new(32 << 20),
+            space: parking_lot::Mutex::new((
+                std::time::Instant::now() - std::time::Duration::from_secs(60),
+                true,
+            )),
             db,
             dir: dir.to_path_buf(),
             meta,
@@ -149,6 +157,42 @@ impl Store {
                 Ok(())
             }
         }
+    }
+
+    /// Free bytes on the data directory's filesystem, if the OS tells.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(&self.dir).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    /// False while the filesystem has less than `min_free_bytes` free. sled latches the
+    /// first I/O error it hits (every later write fails until the database is reopened),
+    /// so writers check this first and refuse early instead of running the disk full.
+    /// The answer is cached for 100 ms.
+    pub fn space_ok(&self) -> bool {
+        let mut guard = self.space.lock();
+        if guard.0.elapsed() < std::time::Duration::from_millis(100) {
+            return guard.1;
+        }
+        let min = self
+            .min_free_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let ok = self.free_bytes().is_none_or(|free| free >= min);
+        if ok != guard.1 {
+            if ok {
+                log::warn!(
+                    "disk space is back above {min} bytes in {}: writes resume",
+                    self.dir.display()
+                );
+            } else {
+                log::error!(
+                    "less than {min} bytes free in {}: refusing writes (and requests that need an audit record) until space returns",
+                    self.dir.display()
+                );
+            }
+        }
+        *guard = (std::time::Instant::now(), ok);
+        ok
     }
 
     /// Writes everything to disk; called before exit.
