@@ -85,6 +85,32 @@ pub struct AzureSettings {
     pub client_secret: Option<Secret>,
     pub authority: String,
     pub oauth_callback_url: String,
+    /// Multi-tenant apps (`MREG_AZURE_TENANT_ID=organizations`): the tenants admitted.
+    pub allowed_tenants: Vec<String>,
+    /// Accepted `aud` values; empty: the client id and `api://<client id>`.
+    pub audiences: Vec<String>,
+    pub accept_v1: bool,
+    pub v1_issuer: String,
+    pub required_scopes: Vec<String>,
+    /// Entra app-role value → role.
+    pub role_map: Vec<(String, Role)>,
+    pub leeway_secs: u64,
+    pub jwks_min_refresh_secs: u64,
+    pub jwks_timeout_secs: u64,
+    /// The public base URL (`https://mcp.example.com`); the resource is it plus `/mcp`.
+    pub public_url: Option<String>,
+    /// A token stdio runs with (validated like any bearer token).
+    pub access_token: Option<Secret>,
+}
+
+/// True for the 8-4-4-4-12 hex form of a GUID.
+pub fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The middleware chain's settings.
@@ -269,6 +295,61 @@ pub const VARS: &[VarDoc] = &[
         name: "MREG_FASTMCP_OAUTH_CALLBACK_URL",
         default: "http://localhost:8001/oauth/callback",
         secret: false,
+    },
+    VarDoc {
+        name: "MREG_AZURE_ALLOWED_TENANTS",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AZURE_AUDIENCES",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AZURE_ACCEPT_V1_TOKENS",
+        default: "false",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AZURE_V1_ISSUER",
+        default: "https://sts.windows.net/{tid}/",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AZURE_REQUIRED_SCOPES",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AZURE_ROLE_MAP",
+        default: "admin=admin,user=user",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_TOKEN_LEEWAY_SECS",
+        default: "60",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_JWKS_MIN_REFRESH_SECS",
+        default: "300",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_JWKS_TIMEOUT_SECS",
+        default: "10",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_PUBLIC_URL",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_ACCESS_TOKEN",
+        default: "",
+        secret: true,
     },
     VarDoc {
         name: "MREG_FASTMCP_ENABLE_AUDIT_LOGGING",
@@ -555,7 +636,68 @@ impl Config {
                 "MREG_FASTMCP_OAUTH_CALLBACK_URL",
                 "http://localhost:8001/oauth/callback",
             ),
+            allowed_tenants: r.list("MREG_AZURE_ALLOWED_TENANTS"),
+            audiences: r.list("MREG_AZURE_AUDIENCES"),
+            accept_v1: r.flag("MREG_AZURE_ACCEPT_V1_TOKENS", false),
+            v1_issuer: r.string("MREG_AZURE_V1_ISSUER", "https://sts.windows.net/{tid}/"),
+            required_scopes: r.list("MREG_AZURE_REQUIRED_SCOPES"),
+            role_map: Vec::new(),
+            leeway_secs: r.number("MREG_TOKEN_LEEWAY_SECS", 60, 0, 600),
+            jwks_min_refresh_secs: r.number("MREG_JWKS_MIN_REFRESH_SECS", 300, 0, 86_400),
+            jwks_timeout_secs: r.number("MREG_JWKS_TIMEOUT_SECS", 10, 1, 120),
+            public_url: r
+                .raw("MREG_PUBLIC_URL")
+                .map(|u| u.trim_end_matches('/').to_string()),
+            access_token: r.secret("MREG_ACCESS_TOKEN", "MREG_ACCESS_TOKEN_FILE"),
         };
+        let mut azure = azure;
+        let role_map_raw = r.string("MREG_AZURE_ROLE_MAP", "admin=admin,user=user");
+        for pair in role_map_raw
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            match pair
+                .split_once('=')
+                .map(|(k, v)| (k.trim(), Role::parse(v)))
+            {
+                Some((k, Some(role))) if !k.is_empty() => {
+                    azure.role_map.push((k.to_string(), role))
+                }
+                _ => r.err(
+                    "MREG_AZURE_ROLE_MAP",
+                    format!("{pair:?}: expected APP_ROLE=admin|user"),
+                ),
+            }
+        }
+        if let Some(t) = &azure.tenant_id {
+            let multi = t == "organizations" || t == "common";
+            if !multi && !is_guid(t) {
+                r.err(
+                    "MREG_AZURE_TENANT_ID",
+                    format!("expected a tenant GUID or \"organizations\", got {t:?}"),
+                );
+            }
+            if multi && azure.allowed_tenants.is_empty() {
+                r.err("MREG_AZURE_ALLOWED_TENANTS", "required when MREG_AZURE_TENANT_ID is organizations: the tenant GUIDs admitted");
+            }
+        }
+        for t in &azure.allowed_tenants {
+            if !is_guid(t) {
+                r.err(
+                    "MREG_AZURE_ALLOWED_TENANTS",
+                    format!("{t:?} is not a tenant GUID"),
+                );
+            }
+        }
+        if let Some(u) = &azure.public_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            r.err(
+                "MREG_PUBLIC_URL",
+                format!("expected an http(s) URL, got {u:?}"),
+            );
+        }
         if !(azure.authority.starts_with("https://")
             || azure.authority.starts_with("http://127.0.0.1")
             || azure.authority.starts_with("http://localhost"))
@@ -689,6 +831,27 @@ impl Config {
         };
         m.insert("MREG_AZURE_CLIENT_SECRET", secret.into());
         m.insert("MREG_AZURE_AUTHORITY", self.azure.authority.clone());
+        let a = &self.azure;
+        m.insert("MREG_AZURE_ALLOWED_TENANTS", a.allowed_tenants.join(","));
+        m.insert("MREG_AZURE_AUDIENCES", a.audiences.join(","));
+        m.insert("MREG_AZURE_ACCEPT_V1_TOKENS", a.accept_v1.to_string());
+        m.insert("MREG_AZURE_V1_ISSUER", a.v1_issuer.clone());
+        m.insert("MREG_AZURE_REQUIRED_SCOPES", a.required_scopes.join(","));
+        let roles: Vec<String> = a.role_map.iter().map(|(k, r)| format!("{k}={r}")).collect();
+        m.insert("MREG_AZURE_ROLE_MAP", roles.join(","));
+        m.insert("MREG_TOKEN_LEEWAY_SECS", a.leeway_secs.to_string());
+        m.insert(
+            "MREG_JWKS_MIN_REFRESH_SECS",
+            a.jwks_min_refresh_secs.to_string(),
+        );
+        m.insert("MREG_JWKS_TIMEOUT_SECS", a.jwks_timeout_secs.to_string());
+        m.insert("MREG_PUBLIC_URL", opt(&a.public_url));
+        let token = if a.access_token.is_some() {
+            "(set, redacted)"
+        } else {
+            "(unset)"
+        };
+        m.insert("MREG_ACCESS_TOKEN", token.into());
         let c = &self.chain;
         m.insert("MREG_FASTMCP_ENABLE_AUDIT_LOGGING", c.audit.to_string());
         m.insert(

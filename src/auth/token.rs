@@ -52,6 +52,10 @@ pub enum TenantMode {
     Single(String),
     /// Several tenants, each listed; an empty list admits nobody (fails closed).
     Multi { allowed: Vec<String> },
+    /// Any tenant name: the development issuer only (`mreg serve --dev`, whose tokens
+    /// `mreg token --tenant T` mints for arbitrary test tenants). Never built from a
+    /// production configuration.
+    AnyForDevelopment,
 }
 
 /// What [`validate`] accepts.
@@ -93,6 +97,7 @@ impl ValidatorConfig {
         match &self.tenant {
             TenantMode::Single(t) => t.eq_ignore_ascii_case(tid),
             TenantMode::Multi { allowed } => allowed.iter().any(|t| t.eq_ignore_ascii_case(tid)),
+            TenantMode::AnyForDevelopment => !tid.is_empty() && tid.len() <= 64,
         }
     }
 

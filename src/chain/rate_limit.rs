@@ -83,12 +83,15 @@ pub struct BucketView {
     pub retry_after_ms: u64,
 }
 
+/// Looks up a persisted TAT for a key seen for the first time since start.
+pub type Loader = Box<dyn Fn(&str) -> Option<u64> + Send + Sync>;
+
 /// Buckets by key ("tenant/user" or "tenant:*"), with persistence hooks.
 #[derive(Default)]
 pub struct RateLimiter {
     buckets: Mutex<HashMap<String, BucketStats>>,
     /// Keys never seen since start are looked up here first (a persisted TAT).
-    loader: Option<Box<dyn Fn(&str) -> Option<u64> + Send + Sync>>,
+    loader: Option<Loader>,
 }
 
 /// Buckets whose TAT lies this far in the past are equivalent to fresh ones.
@@ -96,7 +99,7 @@ const IDLE_PRUNE_MS: u64 = 10 * 60_000;
 const MAX_BUCKETS: usize = 100_000;
 
 impl RateLimiter {
-    pub fn new(loader: Option<Box<dyn Fn(&str) -> Option<u64> + Send + Sync>>) -> Self {
+    pub fn new(loader: Option<Loader>) -> Self {
         RateLimiter {
             buckets: Mutex::new(HashMap::new()),
             loader,
