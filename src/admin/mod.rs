@@ -86,6 +86,26 @@ impl Admin {
             .iter()
             .map(|s| session_view(s))
             .collect();
+        // Stateless (2026-07-28) callers, grouped by principal and clientInfo.
+        let callers: Vec<Value> = self
+            .server
+            .modern
+            .callers
+            .all()
+            .into_iter()
+            .map(|c| {
+                json!({
+                    "principal": c.key.principal,
+                    "transport": c.key.transport.as_str(),
+                    "client": c.key.client,
+                    "client_version": c.client_version,
+                    "protocol": c.protocol_version,
+                    "requests": c.requests,
+                    "idle_ms": c.last_seen.elapsed().as_millis() as u64,
+                    "age_ms": c.first_seen.elapsed().as_millis() as u64,
+                })
+            })
+            .collect();
         let rates: Vec<Value> = self
             .limiter
             .snapshot(now)
@@ -103,6 +123,7 @@ impl Admin {
             "uptime_ms": now.saturating_sub(self.started_ms),
             "now_ms": now,
             "sessions": sessions,
+            "callers": callers,
             "rate_limits": rates,
             "blocked": self.blocklist.list(),
             "tool_policy": self.policy.describe(),
@@ -219,14 +240,14 @@ impl Admin {
         }
     }
 
-    /// Starts listening on `DATA/admin/mreg.sock` with two handler threads.
+    /// Starts listening on `DATA/admin/mreg.sock` with four handler threads.
     pub fn start(self: Arc<Self>, data_dir: &Path) -> io::Result<PathBuf> {
         let sock = prepare_dir(data_dir)?;
         let server = tiny_http::Server::http_unix(&sock)
             .map_err(|e| io::Error::other(format!("admin socket {}: {e}", sock.display())))?;
         fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))?;
         let server = Arc::new(server);
-        for i in 0..2 {
+        for i in 0..4 {
             let (server, admin) = (server.clone(), self.clone());
             thread::Builder::new()
                 .name(format!("mreg-admin-{i}"))
