@@ -34,6 +34,8 @@ pub struct App {
     pub audit: Option<Arc<AuditLog>>,
     /// The result of the latest background verification of the audit log.
     pub audit_checks: Arc<parking_lot::Mutex<serde_json::Value>>,
+    /// The identity HTTP serves with, once `mreg serve` has built it (JWKS status).
+    pub identity: Arc<parking_lot::RwLock<Option<Arc<crate::auth::setup::Identity>>>>,
     pub started: Instant,
 }
 
@@ -166,6 +168,7 @@ impl App {
         server.chain = Chain::new(links);
         let started = Instant::now();
         let audit_checks = Arc::new(parking_lot::Mutex::new(serde_json::Value::Null));
+        let identity = Arc::new(parking_lot::RwLock::new(None));
         let env = Arc::new(tools::Env {
             config: config.clone(),
             store: store.clone(),
@@ -177,6 +180,7 @@ impl App {
                 audit.clone(),
                 store.clone(),
                 audit_checks.clone(),
+                identity.clone(),
             ),
         });
         tools::register(&mut server.registry, &env);
@@ -202,6 +206,7 @@ impl App {
             metrics,
             audit,
             audit_checks,
+            identity,
             started,
         };
         app.start_background();
@@ -297,7 +302,13 @@ impl App {
             self.audit.clone(),
             self.store.clone(),
             self.audit_checks.clone(),
+            self.identity.clone(),
         )
+    }
+
+    /// Records the identity HTTP serves with (for the JWKS figures of the status).
+    pub fn set_identity(&self, identity: Arc<crate::auth::setup::Identity>) {
+        *self.identity.write() = Some(identity);
     }
 
     /// Writes volatile state (rate buckets) and flushes the store; called before exit.
@@ -320,6 +331,7 @@ pub fn status_source(
     audit: Option<Arc<AuditLog>>,
     store: Arc<Store>,
     checks: Arc<parking_lot::Mutex<serde_json::Value>>,
+    identity: Arc<parking_lot::RwLock<Option<Arc<crate::auth::setup::Identity>>>>,
 ) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
     Arc::new(move || {
         let limits = limiter.snapshot(now_ms());
@@ -342,7 +354,8 @@ pub fn status_source(
                 "last_seq": last_seq,
                 "last_verification": checks.lock().clone(),
             },
-            "database": { "size_on_disk_bytes": store.size_on_disk() },
+            "database": { "size_on_disk_bytes": store.size_on_disk(), "free_bytes": store.free_bytes() },
+            "jwks": identity.read().as_ref().map(|i| i.jwks_status(now_ms() / 1000)),
         })
     })
 }

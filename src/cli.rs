@@ -25,6 +25,8 @@ commands:
   audit verify   check the audit log's hash chain, HMACs and anchor; names the first bad record
   audit export [--since UNIX_MS|YYYY-MM-DD] [--tenant T]
                  print audit records as JSON lines
+  token --role R --tenant T [--user U] [--ttl S]
+                 print a token of the development issuer (for `serve --dev`)
   block T/U      refuse every request of principal TENANT/USER from now on
   unblock T/U    lift a block
   version        print the version
@@ -106,7 +108,7 @@ pub fn main() -> i32 {
             0
         }
         "check-config" => check_config(args.data_dir),
-        "sessions" | "revoke" | "block" | "unblock" | "data" | "audit" => operator(&args),
+        "sessions" | "revoke" | "block" | "unblock" | "data" | "audit" | "token" => operator(&args),
         "stdio" => run_stdio(args.data_dir),
         "serve" => match args
             .rest
@@ -146,6 +148,7 @@ fn operator(args: &Args) -> i32 {
     match (args.command.as_str(), one()) {
         ("data", _) => crate::commands::data(&config, &args.rest),
         ("audit", _) => crate::commands::audit(&config, &args.rest),
+        ("token", _) => crate::commands::token(&config, &args.rest),
         ("sessions", _) if args.rest.is_empty() => crate::commands::sessions(&config),
         ("revoke", Some(id)) => crate::commands::revoke(&config, &id),
         ("block", Some(p)) => crate::commands::block(&config, &p, true),
@@ -195,19 +198,59 @@ pub(crate) fn start(data_dir: Option<PathBuf>) -> Result<App, i32> {
     Ok(app)
 }
 
+/// The principal of a stdio session: from `MREG_ACCESS_TOKEN`, validated like any
+/// bearer token against the configured Entra tenant, else the local principal.
+fn stdio_principal(app: &App) -> Result<mreg::auth::principal::Principal, String> {
+    let Some(token) = &app.config.azure.access_token else {
+        let principal = app.stdio_principal();
+        if !app.config.local.explicit {
+            log::warn!(
+                "stdio runs as the local principal {} with role(s) {} (set MREG_ACCESS_TOKEN or MREG_LOCAL_* to change)",
+                principal.key(),
+                principal.roles_text()
+            );
+        }
+        return Ok(principal);
+    };
+    let missing = mreg::auth::setup::missing_production_vars(&app.config);
+    if !missing.is_empty() {
+        return Err(format!(
+            "MREG_ACCESS_TOKEN is set, but validating it needs {}",
+            missing.join(" and ")
+        ));
+    }
+    let tree = app
+        .store
+        .db
+        .open_tree("jwks")
+        .map_err(|e| format!("database error: {e}"))?;
+    let identity = mreg::auth::setup::production(&app.config, tree, "stdio://local")?;
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let p = identity
+        .auth
+        .authenticate_token(token.expose(), loopback, mreg::auth::setup::now_secs())
+        .map_err(|e| format!("MREG_ACCESS_TOKEN was refused: {e}"))?;
+    log::info!(
+        "stdio runs as {} ({}) from MREG_ACCESS_TOKEN",
+        p.key(),
+        p.roles_text()
+    );
+    app.set_identity(std::sync::Arc::new(identity));
+    Ok(p)
+}
+
 fn run_stdio(data_dir: Option<PathBuf>) -> i32 {
     let app = match start(data_dir) {
         Ok(app) => app,
         Err(code) => return code,
     };
-    let principal = app.stdio_principal();
-    if !app.config.local.explicit {
-        log::warn!(
-            "stdio runs as the local principal {} with role(s) {} (set MREG_LOCAL_* to change)",
-            principal.key(),
-            principal.roles_text()
-        );
-    }
+    let principal = match stdio_principal(&app) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
     let session = Session::new(
         format!("stdio-{}", std::process::id()),
         Transport::Stdio,

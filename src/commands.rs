@@ -389,3 +389,62 @@ fn parse_time_ms(s: &str) -> Result<u64, String> {
     let days = era * 146_097 + doe - 719_468;
     Ok((days * 86_400_000) as u64)
 }
+
+/// `mreg token --role admin|user --tenant T [--user NAME] [--ttl SECS]`: a token of the
+/// development issuer (the one `mreg serve --dev` accepts), printed on stdout.
+pub fn token(config: &Config, args: &[String]) -> i32 {
+    const USAGE: &str =
+        "usage: mreg token --role admin|user[,..] --tenant TENANT [--user NAME] [--ttl SECONDS]";
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let (Some(roles), Some(tenant)) = (flag("--role"), flag("--tenant")) else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    let roles: Option<Vec<mreg::auth::principal::Role>> = roles
+        .split(',')
+        .map(mreg::auth::principal::Role::parse)
+        .collect();
+    let Some(roles) = roles.filter(|r| !r.is_empty()) else {
+        eprintln!("mreg token: --role takes admin, user or admin,user");
+        return 2;
+    };
+    let user = flag("--user").unwrap_or_else(|| "dev-user".into());
+    let ttl: u64 = match flag("--ttl").map(|t| t.parse::<u64>()) {
+        None => 3600,
+        Some(Ok(t)) if (1..=86_400).contains(&t) => t,
+        Some(_) => {
+            eprintln!("mreg token: --ttl takes 1 to 86400 seconds");
+            return 2;
+        }
+    };
+    if !mreg::config::valid_principal_part(&tenant) || !mreg::config::valid_principal_part(&user) {
+        eprintln!("mreg token: --tenant and --user take 1-64 characters of A-Z a-z 0-9 . _ -");
+        return 2;
+    }
+    let key = config.data_dir.join(mreg::auth::dev::DEV_KEY_FILE);
+    if !key.exists() {
+        eprintln!(
+            "mreg token: no development issuer in {}: start `mreg serve --dev` there first",
+            config.data_dir.display()
+        );
+        return 1;
+    }
+    match mreg::auth::dev::DevIssuer::open(&config.data_dir) {
+        Ok(issuer) => {
+            println!(
+                "{}",
+                issuer.issue(&roles, &tenant, &user, ttl, mreg::auth::setup::now_secs())
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("mreg token: {e}");
+            1
+        }
+    }
+}

@@ -103,6 +103,13 @@ pub struct AzureSettings {
     pub access_token: Option<Secret>,
 }
 
+/// A tenant or user name as the development issuer and local principals accept it.
+pub fn valid_principal_part(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// True for the 8-4-4-4-12 hex form of a GUID.
 pub fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();

@@ -13,6 +13,7 @@ pub mod dev;
 pub mod jwks;
 pub mod keys;
 pub mod principal;
+pub mod setup;
 pub mod token;
 
 #[cfg(test)]

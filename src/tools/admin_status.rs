@@ -52,6 +52,7 @@ pub fn tool(env: Arc<Env>) -> Tool {
             "requests": figures["requests"],
             "rate_limit": figures["rate_limit"],
             "audit": figures["audit"],
+            "jwks": figures["jwks"],
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": env.started.elapsed().as_secs(),
             "sessions": { "active": sessions.len(), "stdio": by_transport("stdio"), "http": by_transport("http") },

@@ -37,9 +37,21 @@ pub struct Running {
 
 /// Binds `settings.addr`, starts the workers and logs `listening on http://ADDR/mcp`.
 pub fn start(mcp: McpHttp, settings: &HttpSettings) -> io::Result<Running> {
-    let listener = TcpListener::bind(settings.addr).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot listen on {}: {e}", settings.addr))
-    })?;
+    start_on(bind(settings)?, mcp, settings)
+}
+
+/// Binds the configured address, with an error that names it.
+pub fn bind(settings: &HttpSettings) -> io::Result<TcpListener> {
+    TcpListener::bind(settings.addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", settings.addr)))
+}
+
+/// Starts serving on a bound listener.
+pub fn start_on(
+    listener: TcpListener,
+    mcp: McpHttp,
+    settings: &HttpSettings,
+) -> io::Result<Running> {
     let config = HttpConfig {
         workers: settings.workers,
         max_connections: settings.max_connections,
