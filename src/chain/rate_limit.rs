@@ -218,76 +218,6 @@ impl RateStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const R: Rate = Rate {
-        per_minute: 20,
-        burst: 5,
-    };
-
-    #[test]
-    fn burst_then_steady_rate() {
-        let l = RateLimiter::default();
-        let allowed = (0..150)
-            .filter(|_| matches!(l.check("t/u", R, 1_000_000), Verdict::Allowed { .. }))
-            .count();
-        assert_eq!(allowed, 6, "burst + 1 at once");
-        match l.check("t/u", R, 1_000_000) {
-            Verdict::Limited { retry_after_ms } => assert_eq!(retry_after_ms, 3_000),
-            v => panic!("{v:?}"),
-        }
-        // One interval later exactly one more is allowed.
-        assert!(matches!(
-            l.check("t/u", R, 1_003_000),
-            Verdict::Allowed { remaining: 0, .. }
-        ));
-        assert!(matches!(
-            l.check("t/u", R, 1_003_000),
-            Verdict::Limited { .. }
-        ));
-        // Keys are independent.
-        assert!(matches!(
-            l.check("t/v", R, 1_003_000),
-            Verdict::Allowed { remaining: 5, .. }
-        ));
-    }
-
-    #[test]
-    fn a_minute_of_traffic_is_bounded_by_rate_plus_burst() {
-        let l = RateLimiter::default();
-        let start = 5_000_000;
-        // 150 calls spread over one minute.
-        let allowed = (0..150u64)
-            .filter(|i| matches!(l.check("k", R, start + i * 400), Verdict::Allowed { .. }))
-            .count();
-        assert!(allowed <= 20 + 5 + 1, "{allowed}");
-        assert!(allowed >= 20, "{allowed}");
-    }
-
-    #[test]
-    fn dirty_tracking_and_pruning() {
-        let l = RateLimiter::default();
-        l.check("a", R, 1000);
-        assert_eq!(l.take_dirty().len(), 1);
-        assert!(l.take_dirty().is_empty());
-        assert_eq!(
-            l.prune_idle(1000 + IDLE_PRUNE_MS + 10_000),
-            vec!["a".to_string()]
-        );
-    }
-
-    #[test]
-    fn loader_restores_a_drained_bucket() {
-        let l = RateLimiter::new(Some(Box::new(|_| Some(2_000_000 + 20_000))));
-        assert!(matches!(
-            l.check("k", R, 2_000_000),
-            Verdict::Limited { .. }
-        ));
-    }
-}
-
 /// The link: one check per request except `ping` (notifications and client responses
 /// never enter the chain). Limited calls get -32000 with `data.retry_after_ms`.
 pub struct RateLimit {
@@ -360,5 +290,75 @@ impl crate::chain::Middleware for RateLimit {
             return limited(call, "tenant", retry_after_ms);
         }
         next.run(call)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: Rate = Rate {
+        per_minute: 20,
+        burst: 5,
+    };
+
+    #[test]
+    fn burst_then_steady_rate() {
+        let l = RateLimiter::default();
+        let allowed = (0..150)
+            .filter(|_| matches!(l.check("t/u", R, 1_000_000), Verdict::Allowed { .. }))
+            .count();
+        assert_eq!(allowed, 6, "burst + 1 at once");
+        match l.check("t/u", R, 1_000_000) {
+            Verdict::Limited { retry_after_ms } => assert_eq!(retry_after_ms, 3_000),
+            v => panic!("{v:?}"),
+        }
+        // One interval later exactly one more is allowed.
+        assert!(matches!(
+            l.check("t/u", R, 1_003_000),
+            Verdict::Allowed { remaining: 0, .. }
+        ));
+        assert!(matches!(
+            l.check("t/u", R, 1_003_000),
+            Verdict::Limited { .. }
+        ));
+        // Keys are independent.
+        assert!(matches!(
+            l.check("t/v", R, 1_003_000),
+            Verdict::Allowed { remaining: 5, .. }
+        ));
+    }
+
+    #[test]
+    fn a_minute_of_traffic_is_bounded_by_rate_plus_burst() {
+        let l = RateLimiter::default();
+        let start = 5_000_000;
+        // 150 calls spread over one minute.
+        let allowed = (0..150u64)
+            .filter(|i| matches!(l.check("k", R, start + i * 400), Verdict::Allowed { .. }))
+            .count();
+        assert!(allowed <= 20 + 5 + 1, "{allowed}");
+        assert!(allowed >= 20, "{allowed}");
+    }
+
+    #[test]
+    fn dirty_tracking_and_pruning() {
+        let l = RateLimiter::default();
+        l.check("a", R, 1000);
+        assert_eq!(l.take_dirty().len(), 1);
+        assert!(l.take_dirty().is_empty());
+        assert_eq!(
+            l.prune_idle(1000 + IDLE_PRUNE_MS + 10_000),
+            vec!["a".to_string()]
+        );
+    }
+
+    #[test]
+    fn loader_restores_a_drained_bucket() {
+        let l = RateLimiter::new(Some(Box::new(|_| Some(2_000_000 + 20_000))));
+        assert!(matches!(
+            l.check("k", R, 2_000_000),
+            Verdict::Limited { .. }
+        ));
     }
 }

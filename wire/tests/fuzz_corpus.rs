@@ -7,7 +7,10 @@ use std::path::PathBuf;
 
 use mreg_wire::fuzzing;
 
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target: its corpus folder name and its invariant check.
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: &[Target] = &[
     ("jsonrpc", fuzzing::jsonrpc),
     ("framing", fuzzing::framing),
     ("http_head", fuzzing::http_head),
