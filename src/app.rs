@@ -14,7 +14,7 @@ use crate::chain::access::{AccessControl, ToolPolicy};
 use crate::chain::audit::Audit;
 use crate::chain::authn::{Authentication, Blocklist};
 use crate::chain::metrics::{Measure, Metrics};
-use crate::chain::rate_limit::{Rate, RateLimit, RateLimiter, RateStore, now_ms};
+use crate::chain::rate_limit::{Rate, RateLimit, RateLimiter, RateStore, now_ms, now_us};
 use crate::chain::{Chain, ErrorHandling, Middleware};
 use crate::config::{ChainSettings, Config};
 use crate::mcp::registry::Registry;
@@ -266,7 +266,7 @@ impl App {
                     if !space_store.space_ok() {
                         continue;
                     }
-                    if let Err(e) = rate_store.persist(&limiter, now_ms()) {
+                    if let Err(e) = rate_store.persist(&limiter, now_us()) {
                         log::error!("persisting rate-limit state failed: {e}");
                     }
                 }
@@ -313,7 +313,7 @@ impl App {
 
     /// Writes volatile state (rate buckets) and flushes the store; called before exit.
     pub fn shutdown(&self) -> Result<(), StoreError> {
-        self.rate_store.persist(&self.limiter, now_ms())?;
+        self.rate_store.persist(&self.limiter, now_us())?;
         self.store.flush()
     }
 
@@ -334,7 +334,7 @@ pub fn status_source(
     identity: Arc<parking_lot::RwLock<Option<Arc<crate::auth::setup::Identity>>>>,
 ) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
     Arc::new(move || {
-        let limits = limiter.snapshot(now_ms());
+        let limits = limiter.snapshot(now_us());
         let busiest: Vec<serde_json::Value> = limits
                 .iter()
                 .take(5)

@@ -718,13 +718,13 @@ impl Config {
         let durability = r.choice("MREG_AUDIT_DURABILITY", "durable", &["durable", "batch"]);
         let batch_ms = r.number("MREG_AUDIT_BATCH_MS", 20u64, 1, 10_000);
         let optional_rate =
-            |r: &mut Reader, var| Some(r.number(var, 0u32, 0, 60_000)).filter(|v| *v > 0);
+            |r: &mut Reader, var| Some(r.number(var, 0u32, 0, 6_000_000)).filter(|v| *v > 0);
         let chain = ChainSettings {
             audit: r.flag("MREG_FASTMCP_ENABLE_AUDIT_LOGGING", true),
             rate_limit: r.flag("MREG_FASTMCP_ENABLE_RATE_LIMITING", true),
             access_control: r.flag("MREG_FASTMCP_ENABLE_TOOL_ACCESS_CONTROL", true),
-            user_per_minute: r.number("MREG_FASTMCP_REQUESTS_PER_MINUTE", 100, 1, 60_000),
-            admin_per_minute: r.number("MREG_RATE_LIMIT_ADMIN_PER_MINUTE", 1000, 1, 60_000),
+            user_per_minute: r.number("MREG_FASTMCP_REQUESTS_PER_MINUTE", 100, 1, 6_000_000),
+            admin_per_minute: r.number("MREG_RATE_LIMIT_ADMIN_PER_MINUTE", 1000, 1, 6_000_000),
             burst: r
                 .raw("MREG_RATE_LIMIT_BURST")
                 .map(|_| r.number("MREG_RATE_LIMIT_BURST", 0, 0, 1_000_000)),

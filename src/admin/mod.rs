@@ -108,7 +108,7 @@ impl Admin {
             .collect();
         let rates: Vec<Value> = self
             .limiter
-            .snapshot(now)
+            .snapshot(crate::chain::rate_limit::now_us())
             .into_iter()
             .map(|b| {
                 json!({

@@ -18,13 +18,13 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// Milliseconds between two requests at the steady rate.
-    fn interval_ms(self) -> u64 {
-        (60_000 / u64::from(self.per_minute.max(1))).max(1)
+    /// Microseconds between two requests at the steady rate.
+    fn interval_us(self) -> u64 {
+        (60_000_000 / u64::from(self.per_minute.max(1))).max(1)
     }
 
-    fn tolerance_ms(self) -> u64 {
-        self.interval_ms() * u64::from(self.burst)
+    fn tolerance_us(self) -> u64 {
+        self.interval_us() * u64::from(self.burst)
     }
 }
 
@@ -36,14 +36,18 @@ pub enum Verdict {
 }
 
 /// One GCRA step: returns the verdict and the new theoretical arrival time.
-pub fn gcra(tat_ms: u64, now_ms: u64, rate: Rate) -> (Verdict, u64) {
-    let t = rate.interval_ms();
-    let tau = rate.tolerance_ms();
+///
+/// Times are microseconds (unix epoch), so rates up to millions per minute stay exact;
+/// the verdict reports milliseconds.
+pub fn gcra(tat_us: u64, now_us: u64, rate: Rate) -> (Verdict, u64) {
+    let (tat_ms, now_ms) = (tat_us, now_us);
+    let t = rate.interval_us();
+    let tau = rate.tolerance_us();
     let tat = tat_ms.max(now_ms);
     if tat > now_ms + tau {
         return (
             Verdict::Limited {
-                retry_after_ms: tat - tau - now_ms,
+                retry_after_ms: (tat - tau - now_ms).div_ceil(1000),
             },
             tat_ms,
         );
@@ -55,7 +59,7 @@ pub fn gcra(tat_ms: u64, now_ms: u64, rate: Rate) -> (Verdict, u64) {
     (
         Verdict::Allowed {
             remaining,
-            reset_ms: used,
+            reset_ms: used.div_ceil(1000),
         },
         new_tat,
     )
@@ -94,8 +98,8 @@ pub struct RateLimiter {
     loader: Option<Loader>,
 }
 
-/// Buckets whose TAT lies this far in the past are equivalent to fresh ones.
-const IDLE_PRUNE_MS: u64 = 10 * 60_000;
+/// Buckets whose TAT lies this far in the past are equivalent to fresh ones (µs).
+const IDLE_PRUNE_MS: u64 = 10 * 60_000_000;
 const MAX_BUCKETS: usize = 100_000;
 
 impl RateLimiter {
@@ -168,8 +172,8 @@ impl RateLimiter {
             .iter()
             .filter_map(|(k, b)| Some((k, b, b.rate?)))
             .map(|(k, b, rate)| {
-                let tau = rate.tolerance_ms();
-                let t = rate.interval_ms();
+                let tau = rate.tolerance_us();
+                let t = rate.interval_us();
                 let tat = b.tat_ms.max(now_ms);
                 let used = tat - now_ms;
                 let remaining = ((tau + t).saturating_sub(used) / t) as u32;
@@ -180,7 +184,11 @@ impl RateLimiter {
                     limit: rate.burst + 1,
                     allowed: b.allowed,
                     limited: b.limited,
-                    retry_after_ms: if remaining == 0 { retry_after_ms } else { 0 },
+                    retry_after_ms: if remaining == 0 {
+                        retry_after_ms.div_ceil(1000)
+                    } else {
+                        0
+                    },
                 }
             })
             .collect();
@@ -193,7 +201,7 @@ impl RateLimiter {
     }
 }
 
-/// Persists buckets to a sled tree: key → TAT (8 bytes big-endian, unix ms).
+/// Persists buckets to a sled tree: key → TAT (8 bytes big-endian, unix µs).
 pub struct RateStore {
     pub tree: sled::Tree,
 }
@@ -237,6 +245,14 @@ impl RateLimit {
     }
 }
 
+/// Unix time in microseconds: the clock of the rate limiter.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -273,7 +289,7 @@ impl crate::chain::Middleware for RateLimit {
         let Some(p) = call.principal() else {
             return next.run(call);
         };
-        let now = now_ms();
+        let now = now_us();
         let key = if p.user.is_empty() {
             format!("anonymous/{}", call.peer.unwrap_or("-"))
         } else {
@@ -306,25 +322,25 @@ mod tests {
     fn burst_then_steady_rate() {
         let l = RateLimiter::default();
         let allowed = (0..150)
-            .filter(|_| matches!(l.check("t/u", R, 1_000_000), Verdict::Allowed { .. }))
+            .filter(|_| matches!(l.check("t/u", R, 1_000_000_000), Verdict::Allowed { .. }))
             .count();
         assert_eq!(allowed, 6, "burst + 1 at once");
-        match l.check("t/u", R, 1_000_000) {
+        match l.check("t/u", R, 1_000_000_000) {
             Verdict::Limited { retry_after_ms } => assert_eq!(retry_after_ms, 3_000),
             v => panic!("{v:?}"),
         }
         // One interval later exactly one more is allowed.
         assert!(matches!(
-            l.check("t/u", R, 1_003_000),
+            l.check("t/u", R, 1_003_000_000),
             Verdict::Allowed { remaining: 0, .. }
         ));
         assert!(matches!(
-            l.check("t/u", R, 1_003_000),
+            l.check("t/u", R, 1_003_000_000),
             Verdict::Limited { .. }
         ));
         // Keys are independent.
         assert!(matches!(
-            l.check("t/v", R, 1_003_000),
+            l.check("t/v", R, 1_003_000_000),
             Verdict::Allowed { remaining: 5, .. }
         ));
     }
@@ -332,10 +348,15 @@ mod tests {
     #[test]
     fn a_minute_of_traffic_is_bounded_by_rate_plus_burst() {
         let l = RateLimiter::default();
-        let start = 5_000_000;
+        let start = 5_000_000_000;
         // 150 calls spread over one minute.
         let allowed = (0..150u64)
-            .filter(|i| matches!(l.check("k", R, start + i * 400), Verdict::Allowed { .. }))
+            .filter(|i| {
+                matches!(
+                    l.check("k", R, start + i * 400_000),
+                    Verdict::Allowed { .. }
+                )
+            })
             .count();
         assert!(allowed <= 20 + 5 + 1, "{allowed}");
         assert!(allowed >= 20, "{allowed}");
@@ -344,20 +365,20 @@ mod tests {
     #[test]
     fn dirty_tracking_and_pruning() {
         let l = RateLimiter::default();
-        l.check("a", R, 1000);
+        l.check("a", R, 1_000_000);
         assert_eq!(l.take_dirty().len(), 1);
         assert!(l.take_dirty().is_empty());
         assert_eq!(
-            l.prune_idle(1000 + IDLE_PRUNE_MS + 10_000),
+            l.prune_idle(1_000_000 + IDLE_PRUNE_MS + 10_000_000),
             vec!["a".to_string()]
         );
     }
 
     #[test]
     fn loader_restores_a_drained_bucket() {
-        let l = RateLimiter::new(Some(Box::new(|_| Some(2_000_000 + 20_000))));
+        let l = RateLimiter::new(Some(Box::new(|_| Some(2_000_000_000 + 20_000_000))));
         assert!(matches!(
-            l.check("k", R, 2_000_000),
+            l.check("k", R, 2_000_000_000),
             Verdict::Limited { .. }
         ));
     }

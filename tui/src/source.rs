@@ -427,7 +427,8 @@ pub fn read_offline(
             };
             state.rates.push(PersistedRate {
                 key: String::from_utf8_lossy(&k).into_owned(),
-                tat_ms: u64::from_be_bytes(tat),
+                // The server keeps the TAT in unix microseconds.
+                tat_ms: u64::from_be_bytes(tat) / 1000,
             });
         }
         state.rates.sort_by_key(|r| std::cmp::Reverse(r.tat_ms));
