@@ -1,0 +1,93 @@
+//! A stdio load driver for MCP servers: starts the given command, initializes, then
+//! measures `tools/call` round trips sequentially (one in flight) and pipelined (all
+//! written at once, answers counted as they come). Works against any MCP server.
+//!
+//!   cargo run --release --example stdio_bench -- [--calls N] [--tool NAME] -- CMD [ARGS...]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let split = args
+        .iter()
+        .position(|a| a == "--")
+        .expect("usage: stdio_bench [--calls N] [--tool NAME] -- CMD [ARGS...]");
+    let (opts, cmd) = (&args[..split], &args[split + 1..]);
+    let opt = |name: &str| {
+        opts.iter()
+            .position(|a| a == name)
+            .and_then(|i| opts.get(i + 1))
+            .cloned()
+    };
+    let calls: usize = opt("--calls")
+        .map(|c| c.parse().expect("--calls N"))
+        .unwrap_or(5000);
+    let tool = opt("--tool").unwrap_or_else(|| "_get_authentication_info".into());
+    let mut child = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the server command starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let mut roundtrip = |stdin: &mut std::process::ChildStdin, msg: &str, line: &mut String| {
+        stdin
+            .write_all(msg.as_bytes())
+            .and_then(|_| stdin.write_all(b"\n"))
+            .and_then(|_| stdin.flush())
+            .expect("write");
+        line.clear();
+        stdout.read_line(line).expect("read");
+    };
+    roundtrip(
+        &mut stdin,
+        r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"stdio_bench","version":"1"}}}"#,
+        &mut line,
+    );
+    assert!(line.contains("\"result\""), "initialize failed: {line}");
+    stdin
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+        .expect("write");
+    let call = |id: usize| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
+        )
+    };
+
+    let start = Instant::now();
+    for i in 0..calls {
+        roundtrip(&mut stdin, &call(i + 1), &mut line);
+        assert!(line.contains("\"result\""), "call failed: {line}");
+    }
+    let sequential = calls as f64 / start.elapsed().as_secs_f64();
+
+    let requests: Vec<String> = (0..calls).map(|i| call(calls + i + 1)).collect();
+    let start = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let mut w = std::io::BufWriter::new(stdin);
+        for r in requests {
+            w.write_all(r.as_bytes())
+                .and_then(|_| w.write_all(b"\n"))
+                .expect("write");
+        }
+        w.flush().expect("flush");
+        w
+    });
+    for _ in 0..calls {
+        line.clear();
+        stdout.read_line(&mut line).expect("read");
+        assert!(line.contains("\"result\""), "call failed: {line}");
+    }
+    let pipelined = calls as f64 / start.elapsed().as_secs_f64();
+    drop(writer.join());
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "{{\"calls\":{calls},\"sequential_per_s\":{sequential:.0},\"pipelined_per_s\":{pipelined:.0}}}"
+    );
+}
