@@ -19,12 +19,12 @@
 # Without it, every dev caller is the configured local principal, so both sessions
 # belong to fabrikam/bob and the two-tenant checks are reported as PENDING.
 # Likewise the audit-tail checks are PENDING while the server has no
-# GET /v1/audit/tail. DASHBOARD_E2E_STRICT=1 turns PENDING into failure.
+# GET /v1/audit/tail. A missing server feature fails the run (DASHBOARD_E2E_STRICT=0 reports it as pending).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-STRICT=${DASHBOARD_E2E_STRICT:-0}
+STRICT=${DASHBOARD_E2E_STRICT:-1}
 
 for tool in tmux curl; do
     command -v "$tool" >/dev/null || {

@@ -46,10 +46,12 @@ fn output_schema() -> Value {
         "type": "object",
         "properties": {
             "identity": { "type": "object" },
+            "resource": { "type": "string" },
+            "protected_resource_metadata": { "type": "string" },
             "identity_provider": { "type": ["object", "null"] },
             "login": { "type": ["object", "null"] },
         },
-        "required": ["identity", "identity_provider", "login"],
+        "required": ["identity", "resource", "protected_resource_metadata", "identity_provider", "login"],
     })
 }
 
@@ -88,8 +90,16 @@ pub fn tool(env: Arc<Env>) -> Tool {
             }
             _ => (Value::Null, Value::Null),
         };
+        let public = env
+            .config
+            .azure
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", env.config.http.addr));
         Ok(ToolOutput::structured(json!({
             "identity": identity(ctx.principal),
+            "resource": format!("{public}/mcp"),
+            "protected_resource_metadata": format!("{public}/.well-known/oauth-protected-resource/mcp"),
             "identity_provider": provider,
             "login": login,
         })))
