@@ -151,7 +151,8 @@ echo "dashboard_e2e: server at $URL"
 TOKENS=0
 TOKEN_A=
 TOKEN_B=
-if "$MREG" help 2>&1 | grep -Eq '^ +token'; then
+HELP=$("$MREG" help 2>&1 || true)
+if grep -Eq '^ +token' <<<"$HELP"; then
     jwt() { "$MREG" token --role "$1" --tenant "$2" --user "$3" | grep -oE '[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+' | head -n1; }
     TOKEN_A=$(jwt admin contoso alice) || fail "mreg token failed"
     TOKEN_B=$(jwt user fabrikam bob) || fail "mreg token failed"
