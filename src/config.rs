@@ -74,6 +74,8 @@ pub struct HttpSettings {
     pub idle_timeout: Duration,
     pub allowed_origins: Vec<String>,
     pub allowed_hosts: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (IPs or CIDR ranges).
+    pub trusted_proxies: Vec<String>,
     pub max_sessions: usize,
     pub session_idle: Duration,
 }
@@ -157,6 +159,33 @@ pub struct Config {
     pub http: HttpSettings,
     pub azure: AzureSettings,
     pub chain: ChainSettings,
+    pub oauth: OAuthSettings,
+}
+
+/// The OAuth 2.1 proxy in front of Entra ID (`crate::oauth`).
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    /// `MREG_OAUTH_PROXY`; unset: on when Entra credentials (secret or certificate) are set.
+    pub enabled: bool,
+    /// PEM certificate and private key for `private_key_jwt` towards Entra ID.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Redirect URI patterns (`*` matches within one URL part); empty: any safe URI.
+    pub redirect_allowlist: Vec<String>,
+    pub max_clients: usize,
+    /// A registered client unused for this many days is forgotten.
+    pub client_idle_days: u64,
+    /// Fetch client metadata documents from private, loopback and link-local addresses.
+    pub allow_private_cimd: bool,
+    /// Trust only these roots (PEM) for client metadata documents, not the web PKI.
+    pub cimd_ca_file: Option<PathBuf>,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub refresh_grace_secs: u64,
+    pub transaction_ttl_secs: u64,
+    pub key_rotation_days: u64,
+    pub requests_per_minute: u32,
+    pub register_per_minute: u32,
 }
 
 /// One documented variable: its name, its default (as text) and whether it is secret.
@@ -265,6 +294,11 @@ pub const VARS: &[VarDoc] = &[
     },
     VarDoc {
         name: "MREG_HTTP_ALLOWED_HOSTS",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_TRUSTED_PROXIES",
         default: "",
         secret: false,
     },
@@ -428,6 +462,81 @@ pub const VARS: &[VarDoc] = &[
         default: "100",
         secret: false,
     },
+    VarDoc {
+        name: "MREG_OAUTH_PROXY",
+        default: "(on when Entra credentials are set)",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AZURE_CLIENT_CERT_FILE",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_AZURE_CLIENT_KEY_FILE",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_OAUTH_REDIRECT_ALLOWLIST",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_OAUTH_MAX_CLIENTS",
+        default: "1000",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_OAUTH_CLIENT_IDLE_DAYS",
+        default: "30",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_OAUTH_ALLOW_PRIVATE_CIMD",
+        default: "false",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_OAUTH_CIMD_CA_FILE",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_OAUTH_ACCESS_TOKEN_TTL_SECS",
+        default: "600",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_OAUTH_REFRESH_TOKEN_TTL_SECS",
+        default: "2592000",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_OAUTH_REFRESH_GRACE_SECS",
+        default: "30",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_OAUTH_TRANSACTION_TTL_SECS",
+        default: "600",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_OAUTH_KEY_ROTATION_DAYS",
+        default: "30",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_OAUTH_REQUESTS_PER_MINUTE",
+        default: "60",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_OAUTH_REGISTER_PER_MINUTE",
+        default: "10",
+        secret: false,
+    },
 ];
 
 /// Collects problems while reading variables.
@@ -547,6 +656,114 @@ impl Reader<'_> {
     }
 }
 
+/// The OAuth proxy's variables. The proxy is on when `MREG_OAUTH_PROXY` says so, or,
+/// unset, when credentials towards Entra ID are configured; on without credentials is
+/// an error naming what to set.
+fn read_oauth(r: &mut Reader, has_secret: bool) -> OAuthSettings {
+    let cert = r.raw("MREG_AZURE_CLIENT_CERT_FILE").map(PathBuf::from);
+    let key = r.raw("MREG_AZURE_CLIENT_KEY_FILE").map(PathBuf::from);
+    if cert.is_some() != key.is_some() {
+        r.err(
+            "MREG_AZURE_CLIENT_CERT_FILE",
+            "MREG_AZURE_CLIENT_CERT_FILE and MREG_AZURE_CLIENT_KEY_FILE go together (a PEM certificate and its private key)",
+        );
+    }
+    let has_credentials = has_secret || (cert.is_some() && key.is_some());
+    let enabled = match r.raw("MREG_OAUTH_PROXY") {
+        None => has_credentials,
+        Some(_) => r.flag("MREG_OAUTH_PROXY", false),
+    };
+    if enabled && !has_credentials {
+        r.err(
+            "MREG_OAUTH_PROXY",
+            "the OAuth proxy needs credentials towards Entra ID: set MREG_AZURE_CLIENT_SECRET (or MREG_AZURE_CLIENT_SECRET_FILE), or MREG_AZURE_CLIENT_CERT_FILE and MREG_AZURE_CLIENT_KEY_FILE",
+        );
+    }
+    let redirect_allowlist = r.list("MREG_OAUTH_REDIRECT_ALLOWLIST");
+    for p in &redirect_allowlist {
+        if let Err(e) = crate::oauth::redirect::Pattern::parse(p) {
+            r.err("MREG_OAUTH_REDIRECT_ALLOWLIST", format!("{p:?}: {e}"));
+        }
+    }
+    OAuthSettings {
+        enabled,
+        client_cert_file: cert,
+        client_key_file: key,
+        redirect_allowlist,
+        max_clients: r.number("MREG_OAUTH_MAX_CLIENTS", 1000, 1, 1_000_000),
+        client_idle_days: r.number("MREG_OAUTH_CLIENT_IDLE_DAYS", 30, 1, 3650),
+        allow_private_cimd: r.flag("MREG_OAUTH_ALLOW_PRIVATE_CIMD", false),
+        cimd_ca_file: r.raw("MREG_OAUTH_CIMD_CA_FILE").map(PathBuf::from),
+        access_token_ttl_secs: r.number("MREG_OAUTH_ACCESS_TOKEN_TTL_SECS", 600, 30, 86_400),
+        refresh_token_ttl_secs: r.number(
+            "MREG_OAUTH_REFRESH_TOKEN_TTL_SECS",
+            30 * 86_400,
+            300,
+            365 * 86_400,
+        ),
+        refresh_grace_secs: r.number("MREG_OAUTH_REFRESH_GRACE_SECS", 30, 0, 600),
+        transaction_ttl_secs: r.number("MREG_OAUTH_TRANSACTION_TTL_SECS", 600, 1, 3600),
+        key_rotation_days: r.number("MREG_OAUTH_KEY_ROTATION_DAYS", 30, 1, 3650),
+        requests_per_minute: r.number("MREG_OAUTH_REQUESTS_PER_MINUTE", 60, 1, 60_000),
+        register_per_minute: r.number("MREG_OAUTH_REGISTER_PER_MINUTE", 10, 1, 60_000),
+    }
+}
+
+impl OAuthSettings {
+    fn effective(&self, m: &mut BTreeMap<&'static str, String>) {
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(unset)".into())
+        };
+        m.insert("MREG_OAUTH_PROXY", self.enabled.to_string());
+        m.insert("MREG_AZURE_CLIENT_CERT_FILE", path(&self.client_cert_file));
+        m.insert("MREG_AZURE_CLIENT_KEY_FILE", path(&self.client_key_file));
+        m.insert(
+            "MREG_OAUTH_REDIRECT_ALLOWLIST",
+            self.redirect_allowlist.join(","),
+        );
+        m.insert("MREG_OAUTH_MAX_CLIENTS", self.max_clients.to_string());
+        m.insert(
+            "MREG_OAUTH_CLIENT_IDLE_DAYS",
+            self.client_idle_days.to_string(),
+        );
+        m.insert(
+            "MREG_OAUTH_ALLOW_PRIVATE_CIMD",
+            self.allow_private_cimd.to_string(),
+        );
+        m.insert("MREG_OAUTH_CIMD_CA_FILE", path(&self.cimd_ca_file));
+        m.insert(
+            "MREG_OAUTH_ACCESS_TOKEN_TTL_SECS",
+            self.access_token_ttl_secs.to_string(),
+        );
+        m.insert(
+            "MREG_OAUTH_REFRESH_TOKEN_TTL_SECS",
+            self.refresh_token_ttl_secs.to_string(),
+        );
+        m.insert(
+            "MREG_OAUTH_REFRESH_GRACE_SECS",
+            self.refresh_grace_secs.to_string(),
+        );
+        m.insert(
+            "MREG_OAUTH_TRANSACTION_TTL_SECS",
+            self.transaction_ttl_secs.to_string(),
+        );
+        m.insert(
+            "MREG_OAUTH_KEY_ROTATION_DAYS",
+            self.key_rotation_days.to_string(),
+        );
+        m.insert(
+            "MREG_OAUTH_REQUESTS_PER_MINUTE",
+            self.requests_per_minute.to_string(),
+        );
+        m.insert(
+            "MREG_OAUTH_REGISTER_PER_MINUTE",
+            self.register_per_minute.to_string(),
+        );
+    }
+}
+
 impl Config {
     /// Reads and validates every variable; `read_file` serves the `…_FILE` forms.
     pub fn from_lookup(
@@ -625,6 +842,7 @@ impl Config {
             idle_timeout: Duration::from_secs(r.number("MREG_HTTP_IDLE_TIMEOUT_SECS", 60, 1, 3600)),
             allowed_origins: r.list("MREG_HTTP_ALLOWED_ORIGINS"),
             allowed_hosts: r.list("MREG_HTTP_ALLOWED_HOSTS"),
+            trusted_proxies: r.list("MREG_TRUSTED_PROXIES"),
             max_sessions: r.number("MREG_MAX_SESSIONS", 1024, 1, 1 << 20),
             session_idle: Duration::from_secs(r.number(
                 "MREG_SESSION_IDLE_SECS",
@@ -634,6 +852,11 @@ impl Config {
             )),
         };
 
+        for p in &http.trusted_proxies {
+            if let Err(e) = crate::transport::http::forwarded::Cidr::parse(p) {
+                r.err("MREG_TRUSTED_PROXIES", e);
+            }
+        }
         let azure = AzureSettings {
             tenant_id: r.raw("MREG_AZURE_TENANT_ID"),
             client_id: r.raw("MREG_AZURE_CLIENT_ID"),
@@ -737,6 +960,8 @@ impl Config {
                 == "serve",
             query_max_rows: r.number("MREG_QUERY_MAX_ROWS", 100, 1, 10_000),
         };
+        let oauth = read_oauth(&mut r, azure.client_secret.is_some());
+
         if let Err(e) = crate::chain::access::ToolPolicy::parse(
             &chain.tool_policy,
             crate::tools::default_policy(),
@@ -761,6 +986,7 @@ impl Config {
             http,
             azure,
             chain,
+            oauth,
         })
     }
 
@@ -824,6 +1050,7 @@ impl Config {
             self.http.allowed_origins.join(","),
         );
         m.insert("MREG_HTTP_ALLOWED_HOSTS", self.http.allowed_hosts.join(","));
+        m.insert("MREG_TRUSTED_PROXIES", self.http.trusted_proxies.join(","));
         m.insert("MREG_MAX_SESSIONS", self.http.max_sessions.to_string());
         m.insert(
             "MREG_SESSION_IDLE_SECS",
@@ -911,6 +1138,7 @@ impl Config {
             if c.audit_fail_open { "serve" } else { "refuse" }.into(),
         );
         m.insert("MREG_QUERY_MAX_ROWS", c.query_max_rows.to_string());
+        self.oauth.effective(&mut m);
         m.insert(
             "MREG_FASTMCP_OAUTH_CALLBACK_URL",
             self.azure.oauth_callback_url.clone(),
@@ -982,6 +1210,31 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_oauth_proxy_follows_the_credentials() {
+        assert!(!load(&[]).unwrap().oauth.enabled);
+        let on = load(&[("MREG_AZURE_CLIENT_SECRET", "s")]).unwrap();
+        assert!(on.oauth.enabled);
+        let off = load(&[
+            ("MREG_AZURE_CLIENT_SECRET", "s"),
+            ("MREG_OAUTH_PROXY", "false"),
+        ])
+        .unwrap();
+        assert!(!off.oauth.enabled);
+        let e = load(&[("MREG_OAUTH_PROXY", "true")]).unwrap_err();
+        assert_eq!(e.0[0].var, "MREG_OAUTH_PROXY");
+        assert!(e.0[0].problem.contains("MREG_AZURE_CLIENT_SECRET"), "{e}");
+        let cert = load(&[
+            ("MREG_OAUTH_PROXY", "true"),
+            ("MREG_AZURE_CLIENT_CERT_FILE", "/c.pem"),
+            ("MREG_AZURE_CLIENT_KEY_FILE", "/k.pem"),
+        ])
+        .unwrap();
+        assert!(cert.oauth.enabled);
+        assert!(load(&[("MREG_AZURE_CLIENT_CERT_FILE", "/c.pem")]).is_err());
+        assert!(load(&[("MREG_OAUTH_REDIRECT_ALLOWLIST", "javascript:*")]).is_err());
     }
 
     #[test]

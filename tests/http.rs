@@ -309,3 +309,29 @@ fn production_mode_fails_closed() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }
+
+#[test]
+fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let peers = |trusted: Option<&str>| {
+        let dir = TempDir::new("http-forwarded");
+        let extra: Vec<(&str, &str)> = trusted
+            .map(|t| vec![("MREG_TRUSTED_PROXIES", t)])
+            .unwrap_or_default();
+        let srv = serve(&dir, &extra);
+        let r = mcp_post(
+            srv.addr,
+            None,
+            &[("X-Forwarded-For", "6.6.6.6, 198.51.100.7")],
+            INIT,
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(srv.stop(), 0);
+        let out = mreg(dir.path()).args(["audit", "export"]).output().unwrap();
+        let first: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap())
+                .unwrap();
+        first["peer"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(peers(None), "127.0.0.1");
+    assert_eq!(peers(Some("127.0.0.1/32")), "198.51.100.7");
+}

@@ -53,6 +53,7 @@ impl Fixture {
             allowed_hosts: Vec::new(),
             max_sessions: 16,
             session_idle: Duration::from_secs(60),
+            trusted_proxies: Vec::new(),
         };
         let authenticate = Arc::new(|req: &mreg::transport::http::conn::Request| {
             let user = req.header("x-test-user").unwrap_or("alice");

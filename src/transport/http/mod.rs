@@ -3,6 +3,8 @@
 //! bind, announce, housekeeping, and a graceful stop on SIGTERM/SIGINT.
 
 pub mod conn;
+pub mod forwarded;
+pub mod metrics;
 pub mod stateless;
 pub mod streamable;
 
@@ -26,6 +28,11 @@ pub fn options(settings: &HttpSettings) -> HttpOptions {
         allowed_hosts: settings.allowed_hosts.clone(),
         max_sessions: settings.max_sessions,
         session_idle: settings.session_idle,
+        trusted_proxies: settings
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| forwarded::Cidr::parse(p).ok())
+            .collect(),
     }
 }
 

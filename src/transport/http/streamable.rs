@@ -36,6 +36,8 @@ pub struct HttpOptions {
     pub allowed_hosts: Vec<String>,
     pub max_sessions: usize,
     pub session_idle: Duration,
+    /// Peers whose `X-Forwarded-For` names the real client.
+    pub trusted_proxies: Vec<crate::transport::http::forwarded::Cidr>,
 }
 
 pub struct McpHttp {
@@ -509,7 +511,21 @@ fn text(body: &str) -> Response {
 }
 
 impl Handler for McpHttp {
-    fn handle(&self, req: Request, out: Responder<'_>) {
+    fn handle(&self, mut req: Request, out: Responder<'_>) {
+        if !self.options.trusted_proxies.is_empty() {
+            let forwarded: Vec<&str> = req
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let client = crate::transport::http::forwarded::client_addr(
+                req.peer,
+                &forwarded,
+                &self.options.trusted_proxies,
+            );
+            req.peer = client;
+        }
         let out = Reply {
             out,
             extra: Vec::new(),
