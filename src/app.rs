@@ -288,6 +288,7 @@ impl App {
             extra: Some(self.status_fn()),
             extensions: vec![
                 crate::admin::data_extension(self.store.data.clone()),
+                crate::admin::backup_extension(self.store.clone()),
                 crate::admin::audit::extension(self.store.db.clone(), self.config.data_dir.clone()),
             ],
         });

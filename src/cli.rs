@@ -25,6 +25,8 @@ commands:
   audit verify   check the audit log's hash chain, HMACs and anchor; names the first bad record
   audit export [--since UNIX_MS|YYYY-MM-DD] [--tenant T]
                  print audit records as JSON lines
+  backup DIR     copy the database (online while a server runs) into a new directory;
+                 restore by pointing MREG_DATA_DIR at it with the server stopped
   token --role R --tenant T [--user U] [--ttl S]
                  print a token of the development issuer (for `serve --dev`)
   block T/U      refuse every request of principal TENANT/USER from now on
@@ -108,7 +110,9 @@ pub fn main() -> i32 {
             0
         }
         "check-config" => check_config(args.data_dir),
-        "sessions" | "revoke" | "block" | "unblock" | "data" | "audit" | "token" => operator(&args),
+        "sessions" | "revoke" | "block" | "unblock" | "data" | "audit" | "token" | "backup" => {
+            operator(&args)
+        }
         "stdio" => run_stdio(args.data_dir),
         "serve" => match args
             .rest
@@ -149,6 +153,7 @@ fn operator(args: &Args) -> i32 {
         ("data", _) => crate::commands::data(&config, &args.rest),
         ("audit", _) => crate::commands::audit(&config, &args.rest),
         ("token", _) => crate::commands::token(&config, &args.rest),
+        ("backup", _) => crate::commands::backup(&config, &args.rest),
         ("sessions", _) if args.rest.is_empty() => crate::commands::sessions(&config),
         ("revoke", Some(id)) => crate::commands::revoke(&config, &id),
         ("block", Some(p)) => crate::commands::block(&config, &p, true),

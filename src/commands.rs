@@ -448,3 +448,43 @@ pub fn token(config: &Config, args: &[String]) -> i32 {
         }
     }
 }
+
+/// `mreg backup DIR`: an online copy through the running server, or a direct one.
+pub fn backup(config: &Config, args: &[String]) -> i32 {
+    let [dir] = args else {
+        eprintln!("usage: mreg backup NEW_DIRECTORY");
+        return 2;
+    };
+    let target = match std::path::absolute(dir) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mreg backup: {dir}: {e}");
+            return 2;
+        }
+    };
+    match via_admin(
+        &config.data_dir,
+        "POST",
+        "/v1/backup",
+        json!({ "path": target }).to_string().as_bytes(),
+    ) {
+        Ok(Via::Server(r)) => print_answer(&r),
+        Ok(Via::NotRunning) => match open_offline(config) {
+            Ok(store) => match mreg::store::backup::backup(&store, &target) {
+                Ok(trees) => {
+                    println!("{}", json!({ "path": target, "trees": trees }));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("mreg backup: {e}");
+                    1
+                }
+            },
+            Err(code) => code,
+        },
+        Err(e) => {
+            eprintln!("mreg: {e}");
+            1
+        }
+    }
+}

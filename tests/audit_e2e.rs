@@ -287,3 +287,41 @@ fn a_full_disk_fails_closed_and_recovers() {
     );
     assert_eq!(srv.stop(), 0);
 }
+
+#[test]
+fn online_backup_restores_a_verifiable_log() {
+    let dir = TempDir::new("audit-backup");
+    let mut cmd = mreg(dir.path());
+    cmd.args(["serve", "--dev"])
+        .env("MREG_FASTMCP_REQUESTS_PER_MINUTE", "6000");
+    let srv = ServerProc::start(cmd);
+    let sid = mcp_session(srv.addr);
+    for i in 0..20 {
+        let body = json!({"jsonrpc":"2.0","id":i,"method":"tools/list"}).to_string();
+        assert_eq!(mcp_post(srv.addr, Some(&sid), &[], &body).status, 200);
+    }
+    let target = dir.path().join("backup-1");
+    let out = mreg(dir.path())
+        .arg("backup")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second backup into the same directory is refused.
+    let again = mreg(dir.path())
+        .arg("backup")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(srv.stop(), 0);
+    // The copy is a complete data directory: its audit log verifies and has the records.
+    let restored = TempDir(target);
+    let (code, out) = verify(&restored);
+    assert_eq!(code, 0, "{out}");
+    assert!(export(&restored).len() >= 21);
+}

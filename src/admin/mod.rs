@@ -349,3 +349,31 @@ pub fn data_list(tree: &sled::Tree) -> (u16, Value) {
         Err(e) => (500, json!({ "error": e.to_string() })),
     }
 }
+
+/// `POST /v1/backup {"path": "/absolute/new/dir"}`: an online copy of the database.
+pub fn backup_extension(store: Arc<crate::store::Store>) -> Arc<Extension> {
+    Arc::new(move |method, path, _query, body| {
+        if (method, path) != ("POST", "/v1/backup") {
+            return None;
+        }
+        let target = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v["path"].as_str().map(PathBuf::from));
+        let Some(target) = target else {
+            return Some((
+                400,
+                json!({ "error": "body must be {\"path\": \"/absolute/new/directory\"}" }),
+            ));
+        };
+        Some(match crate::store::backup::backup(&store, &target) {
+            Ok(trees) => {
+                log::info!(
+                    "admin: backup of {trees} trees written to {}",
+                    target.display()
+                );
+                (200, json!({ "path": target, "trees": trees }))
+            }
+            Err(e) => (400, json!({ "error": e })),
+        })
+    })
+}

@@ -2,6 +2,7 @@
 //! an actionable message when another process holds it), the schema version, and the
 //! trees the rest of the server reads and writes through typed helpers.
 
+pub mod backup;
 pub mod schema;
 
 use std::fmt;
