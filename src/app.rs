@@ -29,7 +29,9 @@ pub struct App {
     pub limiter: Arc<RateLimiter>,
     pub rate_store: Arc<RateStore>,
     pub blocklist: Arc<Blocklist>,
-    pub policy: Arc<ToolPolicy>,
+    pub policy: crate::chain::access::SharedPolicy,
+    /// Rates in force (reloadable).
+    pub rates: Arc<parking_lot::RwLock<crate::chain::rate_limit::Rates>>,
     pub metrics: Arc<Metrics>,
     pub audit: Option<Arc<AuditLog>>,
     /// The result of the latest background verification of the audit log.
@@ -37,6 +39,10 @@ pub struct App {
     /// The identity HTTP serves with, once `mreg serve` has built it (JWKS status).
     pub identity: Arc<parking_lot::RwLock<Option<Arc<crate::auth::setup::Identity>>>>,
     pub started: Instant,
+    /// The audit shippers (`crate::ship`), once started; `ship::status_all` reports them.
+    pub shippers: std::sync::OnceLock<Vec<crate::ship::Shipper>>,
+    /// The effective values in force, to tell what a reload changes.
+    applied: parking_lot::Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
 
 /// Why the server cannot start.
@@ -67,9 +73,9 @@ impl From<sled::Error> for StartError {
     }
 }
 
-fn rates(c: &ChainSettings) -> (Rate, Rate, Option<Rate>) {
+fn rates(c: &ChainSettings) -> crate::chain::rate_limit::Rates {
     let burst = |per_minute: u32| c.burst.unwrap_or((per_minute / 6).max(1));
-    (
+    let (user, admin, tenant) = (
         Rate {
             per_minute: c.user_per_minute,
             burst: burst(c.user_per_minute),
@@ -82,7 +88,12 @@ fn rates(c: &ChainSettings) -> (Rate, Rate, Option<Rate>) {
             per_minute: t,
             burst: burst(t),
         }),
-    )
+    );
+    crate::chain::rate_limit::Rates {
+        user,
+        admin,
+        tenant,
+    }
 }
 
 impl App {
@@ -92,10 +103,13 @@ impl App {
             .min_free_bytes
             .store(config.min_free_bytes, std::sync::atomic::Ordering::Relaxed);
         let c = &config.chain;
-        let policy = Arc::new(
-            ToolPolicy::parse(&c.tool_policy, tools::default_policy())
-                .expect("validated with the configuration"),
-        );
+        let config_values = config.effective();
+        let policy: crate::chain::access::SharedPolicy =
+            Arc::new(parking_lot::RwLock::new(Arc::new(
+                ToolPolicy::parse(&c.tool_policy, tools::default_policy())
+                    .expect("validated with the configuration"),
+            )));
+        let shared_rates = Arc::new(parking_lot::RwLock::new(rates(c)));
         let rate_store = Arc::new(RateStore {
             tree: store.db.open_tree("rate")?,
         });
@@ -137,12 +151,9 @@ impl App {
             blocklist: blocklist.clone(),
         }));
         if c.rate_limit {
-            let (user, admin, tenant) = rates(c);
             links.push(Box::new(RateLimit {
                 limiter: limiter.clone(),
-                user,
-                admin,
-                tenant,
+                rates: shared_rates.clone(),
             }));
         } else {
             log::warn!("RATE LIMITING IS OFF (MREG_FASTMCP_ENABLE_RATE_LIMITING=false)");
@@ -187,7 +198,7 @@ impl App {
         if c.access_control {
             let p = policy.clone();
             server.tool_filter = Some(Arc::new(move |principal, tool| {
-                p.allows(principal, &tool.name)
+                p.read().allows(principal, &tool.name)
             }));
         }
         server.limits = Limits {
@@ -203,19 +214,35 @@ impl App {
             rate_store,
             blocklist,
             policy,
+            rates: shared_rates,
             metrics,
             audit,
             audit_checks,
             identity,
             started,
+            shippers: std::sync::OnceLock::new(),
+            applied: parking_lot::Mutex::new(config_values),
         };
         app.start_background();
         Ok(app)
     }
 
     /// Persists rate-limit buckets once a second; applies audit retention and verifies
-    /// the audit log in the background every hour (never on the start-up path).
+    /// the audit log in the background every hour (never on the start-up path); ships
+    /// audit records to the configured sinks.
     fn start_background(&self) {
+        match &self.audit {
+            Some(log) => {
+                let (db, dir) = (&self.store.db, &self.config.data_dir);
+                let _ = self
+                    .shippers
+                    .set(crate::ship::start(&self.config.ship, db, dir, log));
+            }
+            None if self.config.ship.enabled() => {
+                log::warn!("MREG_SHIP_* is set but audit logging is off: nothing is shipped")
+            }
+            None => {}
+        }
         if let Some(log) = self.audit.clone() {
             let (db, dir, checks) = (
                 self.store.db.clone(),
@@ -305,6 +332,54 @@ impl App {
             self.audit_checks.clone(),
             self.identity.clone(),
         )
+    }
+
+    /// Applies a re-read configuration (SIGHUP): rates, tool policy and log level change
+    /// at once; any other changed variable is named as needing a restart.
+    pub fn reload(&self, new: &Config) {
+        let (old_vals, new_vals) = (self.applied.lock().clone(), new.effective());
+        const LIVE: &[&str] = &[
+            "MREG_FASTMCP_REQUESTS_PER_MINUTE",
+            "MREG_RATE_LIMIT_ADMIN_PER_MINUTE",
+            "MREG_RATE_LIMIT_BURST",
+            "MREG_RATE_LIMIT_TENANT_PER_MINUTE",
+            "MREG_TOOL_POLICY",
+            "MREG_LOG_LEVEL",
+        ];
+        let changed: Vec<&str> = new_vals
+            .iter()
+            .filter(|(k, v)| old_vals.get(*k) != Some(*v))
+            .map(|(k, _)| *k)
+            .collect();
+        *self.rates.write() = rates(&new.chain);
+        match ToolPolicy::parse(&new.chain.tool_policy, tools::default_policy()) {
+            Ok(p) => *self.policy.write() = Arc::new(p),
+            Err(e) => log::error!("reload: MREG_TOOL_POLICY kept as it was: {e}"),
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            log::set_max_level(crate::config::level_filter(&new.log_level));
+        }
+        let (live, restart): (Vec<&str>, Vec<&str>) =
+            changed.iter().partition(|k| LIVE.contains(k));
+        log::warn!(
+            "configuration reloaded: applied {}; {}",
+            if live.is_empty() {
+                "nothing new".to_string()
+            } else {
+                live.join(", ")
+            },
+            if restart.is_empty() {
+                "nothing needs a restart".to_string()
+            } else {
+                format!("needs a restart to apply: {}", restart.join(", "))
+            }
+        );
+        let mut applied = self.applied.lock();
+        for k in live {
+            if let Some(v) = new_vals.get(k) {
+                applied.insert(k, v.clone());
+            }
+        }
     }
 
     /// Records the identity HTTP serves with (for the JWKS figures of the status).

@@ -70,9 +70,28 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-fn load_config(data_dir: Option<PathBuf>) -> Result<Config, ConfigErrors> {
+pub(crate) fn load_config(data_dir: Option<PathBuf>) -> Result<Config, ConfigErrors> {
     let read_file = |p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string());
-    let mut config = Config::from_lookup(&|k| std::env::var(k).ok(), &read_file)?;
+    // MREG_ENV_FILE: KEY=VALUE lines that override the environment, re-read on SIGHUP.
+    let file_vars = match std::env::var("MREG_ENV_FILE") {
+        Ok(path) => {
+            let text = read_file(&path).map_err(|e| {
+                ConfigErrors(vec![mreg::config::ConfigError {
+                    var: "MREG_ENV_FILE",
+                    problem: format!("cannot read {path}: {e}"),
+                }])
+            })?;
+            mreg::config::parse_env_file(&text).map_err(|e| {
+                ConfigErrors(vec![mreg::config::ConfigError {
+                    var: "MREG_ENV_FILE",
+                    problem: format!("{path}: {e}"),
+                }])
+            })?
+        }
+        Err(_) => Default::default(),
+    };
+    let lookup = |k: &str| file_vars.get(k).cloned().or_else(|| std::env::var(k).ok());
+    let mut config = Config::from_lookup(&lookup, &read_file)?;
     if let Some(d) = data_dir {
         config.data_dir = d;
     }
@@ -80,10 +99,14 @@ fn load_config(data_dir: Option<PathBuf>) -> Result<Config, ConfigErrors> {
 }
 
 fn init_logging(level: &str) {
-    let env = env_logger::Env::default().default_filter_or(level);
+    // Without RUST_LOG the level is a global maximum that a reload (SIGHUP) can change.
+    let env = env_logger::Env::default().default_filter_or("trace");
     env_logger::Builder::from_env(env)
         .target(env_logger::Target::Stderr)
         .init();
+    if std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(mreg::config::level_filter(level));
+    }
 }
 
 fn warn_unknown_vars() {

@@ -112,6 +112,39 @@ pub fn valid_principal_part(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// The `log` filter of a validated `MREG_LOG_LEVEL`.
+pub fn level_filter(level: &str) -> log::LevelFilter {
+    level.parse().unwrap_or(log::LevelFilter::Info)
+}
+
+/// Parses an environment file (`MREG_ENV_FILE`): `KEY=VALUE` lines, `#` comments,
+/// optional `export ` and quotes. The error names the line.
+pub fn parse_env_file(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut vars = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(format!("line {}: expected KEY=VALUE", i + 1));
+        };
+        let k = k.trim();
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("line {}: {k:?} is not a variable name", i + 1));
+        }
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(v);
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Ok(vars)
+}
+
 /// True for the 8-4-4-4-12 hex form of a GUID.
 pub fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
@@ -160,6 +193,8 @@ pub struct Config {
     pub azure: AzureSettings,
     pub chain: ChainSettings,
     pub oauth: OAuthSettings,
+    /// Audit shipping to a log pipeline (`crate::ship`).
+    pub ship: crate::ship::ShipSettings,
 }
 
 /// The OAuth 2.1 proxy in front of Entra ID (`crate::oauth`).
@@ -197,6 +232,11 @@ pub struct VarDoc {
 
 /// Every variable mreg reads. `.env.example` documents the same list.
 pub const VARS: &[VarDoc] = &[
+    VarDoc {
+        name: "MREG_ENV_FILE",
+        default: "",
+        secret: false,
+    },
     VarDoc {
         name: "MREG_DATA_DIR",
         default: "./data",
@@ -464,7 +504,7 @@ pub const VARS: &[VarDoc] = &[
     },
     VarDoc {
         name: "MREG_OAUTH_PROXY",
-        default: "(on when Entra credentials are set)",
+        default: "",
         secret: false,
     },
     VarDoc {
@@ -535,6 +575,26 @@ pub const VARS: &[VarDoc] = &[
     VarDoc {
         name: "MREG_OAUTH_REGISTER_PER_MINUTE",
         default: "10",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_SHIP_OTLP_ENDPOINT",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_SHIP_SYSLOG_ADDR",
+        default: "",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_SHIP_BATCH",
+        default: "100",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_SHIP_HOST",
+        default: "(the hostname)",
         secret: false,
     },
 ];
@@ -653,6 +713,24 @@ impl Reader<'_> {
             },
             (None, None) => None,
         }
+    }
+}
+
+/// The audit shipping variables (`crate::ship` checks the values' shapes).
+fn read_ship(r: &mut Reader) -> crate::ship::ShipSettings {
+    let checked = |r: &mut Reader, var, check: fn(&str) -> Result<(), String>| {
+        let v = r.raw(var)?;
+        check(&v).map_err(|e| r.err(var, e)).ok().map(|()| v)
+    };
+    crate::ship::ShipSettings {
+        otlp_endpoint: checked(
+            r,
+            "MREG_SHIP_OTLP_ENDPOINT",
+            crate::ship::otlp::check_endpoint,
+        ),
+        syslog_addr: checked(r, "MREG_SHIP_SYSLOG_ADDR", crate::ship::syslog::check_addr),
+        batch: r.number("MREG_SHIP_BATCH", crate::ship::DEFAULT_BATCH, 1, 10_000),
+        host: checked(r, "MREG_SHIP_HOST", crate::ship::check_host),
     }
 }
 
@@ -961,6 +1039,7 @@ impl Config {
             query_max_rows: r.number("MREG_QUERY_MAX_ROWS", 100, 1, 10_000),
         };
         let oauth = read_oauth(&mut r, azure.client_secret.is_some());
+        let ship = read_ship(&mut r);
 
         if let Err(e) = crate::chain::access::ToolPolicy::parse(
             &chain.tool_policy,
@@ -987,6 +1066,7 @@ impl Config {
             azure,
             chain,
             oauth,
+            ship,
         })
     }
 
@@ -1139,6 +1219,13 @@ impl Config {
         );
         m.insert("MREG_QUERY_MAX_ROWS", c.query_max_rows.to_string());
         self.oauth.effective(&mut m);
+        let s = &self.ship;
+        let unset = |o: &Option<String>| o.clone().unwrap_or_else(|| "(unset)".into());
+        m.insert("MREG_SHIP_OTLP_ENDPOINT", unset(&s.otlp_endpoint));
+        m.insert("MREG_SHIP_SYSLOG_ADDR", unset(&s.syslog_addr));
+        m.insert("MREG_SHIP_BATCH", s.batch.to_string());
+        let host = s.host.clone().unwrap_or_else(|| "(the hostname)".into());
+        m.insert("MREG_SHIP_HOST", host);
         m.insert(
             "MREG_FASTMCP_OAUTH_CALLBACK_URL",
             self.azure.oauth_callback_url.clone(),

@@ -9,6 +9,7 @@ use mreg::app::App;
 use mreg::auth::AuthError;
 use mreg::auth::principal::Principal;
 use mreg::auth::setup::{self, Identity, METADATA_PATH};
+use mreg::oauth::OAuthProxy;
 use mreg::transport::http::conn::Response;
 use mreg::transport::http::{
     self,
@@ -52,13 +53,38 @@ pub fn run(data_dir: Option<PathBuf>, dev: bool) -> i32 {
             Err(e) => Err(format!("database error: {e}")),
         }
     };
-    let identity = match identity {
-        Ok(i) => Arc::new(i),
+    let mut identity = match identity {
+        Ok(i) => i,
         Err(e) => {
             log::error!("{e}");
             return 1;
         }
     };
+    // The OAuth proxy (production only): our own authorization server facade.
+    let proxy = match (dev, app.config.oauth.enabled) {
+        (false, true) => {
+            let audit = app.audit.clone();
+            match mreg::oauth::setup::build(
+                &app.config,
+                &identity,
+                app.store.clone(),
+                audit,
+                &public,
+            ) {
+                Ok(p) => {
+                    identity.use_authorization_server(p.issuer());
+                    Some(p)
+                }
+                Err(e) => {
+                    log::error!("{e}");
+                    return 1;
+                }
+            }
+        }
+        _ => None,
+    };
+    let _housekeeper = proxy.as_ref().map(|p| p.start_housekeeping());
+    let identity = Arc::new(identity);
     app.set_identity(identity.clone());
     let store = app.store.clone();
     let mut allowed_hosts = app.config.http.allowed_hosts.clone();
@@ -71,15 +97,27 @@ pub fn run(data_dir: Option<PathBuf>, dev: bool) -> i32 {
     }
     let mut options = http::options(&app.config.http);
     options.allowed_hosts = allowed_hosts;
-    let mcp = McpHttp::new(
+    let mut mcp = McpHttp::new(
         app.server.clone(),
         options,
-        authenticate(&app, &identity, dev),
+        authenticate(&app, &identity, dev, proxy.clone()),
     )
-    .route(metadata_route(&identity))
-    .readiness(Arc::new(move || store.meta.get("schema_version").is_ok()));
+    .route(metadata_route(&identity));
+    if let Some(p) = proxy {
+        mcp = mcp.route(Arc::new(move |req| p.route(req)));
+    }
+    let mcp = mcp
+        .route(http::metrics::route(
+            app.status_fn(),
+            app.server.sessions.clone(),
+        ))
+        .readiness(Arc::new(move || store.meta.get("schema_version").is_ok()));
+    let reload = || match crate::cli::load_config(Some(app.config.data_dir.clone())) {
+        Ok(new) => app.reload(&new),
+        Err(e) => log::error!("reload refused, the running configuration stays: {e}"),
+    };
     let result = http::start_on(listener, mcp, &app.config.http)
-        .and_then(|running| running.wait_for_signal(&app.server));
+        .and_then(|running| running.wait_for_signal_with(&app.server, &reload));
     if let Err(e) = result {
         log::error!("{e}");
         return 1;
@@ -97,8 +135,15 @@ pub fn run(data_dir: Option<PathBuf>, dev: bool) -> i32 {
 }
 
 /// Bearer tokens through the authenticator; in development mode a request without
-/// any `Authorization` header acts as the configured local principal.
-fn authenticate(app: &App, identity: &Arc<Identity>, dev: bool) -> Arc<Authenticate> {
+/// any `Authorization` header acts as the configured local principal. With the OAuth
+/// proxy, its own access tokens (recognised by their issuer) are verified by it; they
+/// are never passed on, and everything else goes to the Entra ID validator.
+fn authenticate(
+    app: &App,
+    identity: &Arc<Identity>,
+    dev: bool,
+    proxy: Option<Arc<OAuthProxy>>,
+) -> Arc<Authenticate> {
     let fallback = dev.then(|| {
         let l = &app.config.local;
         let p = Principal::local(&l.tenant, &l.user, &l.roles);
@@ -119,6 +164,11 @@ fn authenticate(app: &App, identity: &Arc<Identity>, dev: bool) -> Arc<Authentic
         let header = values.next();
         if values.next().is_some() {
             return Err(identity.failure(AuthError::BadHeader));
+        }
+        if let (Some(p), Some(h)) = (&proxy, header)
+            && let Some(result) = p.authenticate_header(h, setup::now_secs())
+        {
+            return result.map_err(|e| identity.failure(e));
         }
         match (header, &fallback) {
             (None, Some(p)) => Ok(p.clone()),

@@ -148,3 +148,50 @@ fn switched_off_links_are_announced() {
     assert!(stderr.contains("RATE LIMITING IS OFF"), "{stderr}");
     assert!(stderr.contains("TOOL ACCESS CONTROL IS OFF"), "{stderr}");
 }
+
+#[test]
+fn sighup_reloads_the_tool_policy_and_names_what_needs_a_restart() {
+    let dir = TempDir::new("chain-reload");
+    let env_file = dir.path().join("mreg.env");
+    std::fs::write(&env_file, "# reloadable settings\nMREG_TOOL_POLICY=\n").unwrap();
+    let mut cmd = mreg(dir.path());
+    cmd.arg("serve")
+        .arg("--dev")
+        .env("MREG_ENV_FILE", &env_file);
+    let srv = serve_cmd(cmd);
+    let sid = mcp_session(srv.addr);
+    let admin = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"_admin_system_status"}}"#;
+    assert_eq!(
+        mcp_post(srv.addr, Some(&sid), &[], admin).json()["error"]["code"],
+        -32602
+    );
+    std::fs::write(
+        &env_file,
+        "MREG_TOOL_POLICY=_admin_system_status=user\nexport MREG_HTTP_WORKERS=\"3\"\n",
+    )
+    .unwrap();
+    let _ = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(srv.child.id().to_string())
+        .status();
+    let mut allowed = false;
+    for _ in 0..30 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if mcp_post(srv.addr, Some(&sid), &[], admin).json()["result"]["isError"] == false {
+            allowed = true;
+            break;
+        }
+    }
+    assert!(allowed, "the policy was not reloaded: {}", srv.log());
+    let log = srv.log();
+    assert!(log.contains("applied MREG_TOOL_POLICY"), "{log}");
+    assert!(
+        log.contains("needs a restart to apply: MREG_HTTP_WORKERS"),
+        "{log}"
+    );
+    assert_eq!(srv.stop(), 0);
+}
+
+fn serve_cmd(cmd: std::process::Command) -> ServerProc {
+    ServerProc::start(cmd)
+}

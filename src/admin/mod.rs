@@ -18,7 +18,6 @@ use std::thread;
 
 use serde_json::{Value, json};
 
-use crate::chain::access::ToolPolicy;
 use crate::chain::authn::Blocklist;
 use crate::chain::rate_limit::{RateLimiter, now_ms};
 use crate::mcp::server::Server;
@@ -34,7 +33,7 @@ pub struct Admin {
     pub server: Arc<Server>,
     pub limiter: Arc<RateLimiter>,
     pub blocklist: Arc<Blocklist>,
-    pub policy: Arc<ToolPolicy>,
+    pub policy: crate::chain::access::SharedPolicy,
     pub started_ms: u64,
     /// Records admin actions; `None` when audit logging is off.
     pub audit: Option<Arc<crate::audit::AuditLog>>,
@@ -126,7 +125,7 @@ impl Admin {
             "callers": callers,
             "rate_limits": rates,
             "blocked": self.blocklist.list(),
-            "tool_policy": self.policy.describe(),
+            "tool_policy": self.policy.read().describe(),
         });
         if let (Some(extra), Some(obj)) = (&self.extra, v.as_object_mut())
             && let Value::Object(more) = extra()

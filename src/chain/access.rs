@@ -95,20 +95,24 @@ impl ToolPolicy {
 
 /// The link: `tools/call` of a tool the caller may not call is refused as unknown.
 pub struct AccessControl {
-    pub policy: Arc<ToolPolicy>,
+    pub policy: SharedPolicy,
 }
+
+/// The policy in force, replaced as a whole on reload.
+pub type SharedPolicy = Arc<parking_lot::RwLock<Arc<ToolPolicy>>>;
 
 impl Middleware for AccessControl {
     fn handle(&self, call: &Call<'_>, next: Next<'_>) -> Outcome {
+        let policy = self.policy.read().clone();
         if call.method == "tools/call"
             && let (Some(tool), Some(p)) = (call.target, call.principal())
-            && !self.policy.allows(p, tool)
+            && !policy.allows(p, tool)
         {
             call.decide(
                 Decision::Denied,
                 format!(
                     "tool_not_permitted: {tool} needs {}",
-                    self.policy.access(tool).describe()
+                    policy.access(tool).describe()
                 ),
             );
             return Err(ErrorObject::invalid_params(format!(

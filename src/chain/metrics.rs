@@ -35,6 +35,7 @@ pub const BUCKETS_US: [u64; 14] = [
 pub struct Metrics {
     by_method: Mutex<BTreeMap<(String, &'static str), u64>>,
     latency: [AtomicU64; 14],
+    latency_sum_us: AtomicU64,
     total: AtomicU64,
 }
 
@@ -55,6 +56,7 @@ impl Metrics {
             .position(|b| micros <= *b)
             .unwrap_or(BUCKETS_US.len() - 1);
         self.latency[i].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
         // Unknown methods share one label so a client cannot grow the map.
         let method = if method.len() <= 40 && method.bytes().all(|b| b.is_ascii_graphic()) {
             method
@@ -70,6 +72,15 @@ impl Metrics {
 
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// (bucket upper bound in µs, requests in that bucket), for each of [`BUCKETS_US`].
+    pub fn histogram(&self) -> Vec<(u64, u64)> {
+        BUCKETS_US
+            .iter()
+            .zip(&self.latency)
+            .map(|(b, c)| (*b, c.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// The `q`-quantile (0..1) of latency, as the upper bound of its bucket (µs).
@@ -112,6 +123,8 @@ impl Metrics {
                 "p95": self.quantile_us(0.95),
                 "p99": self.quantile_us(0.99),
             },
+            "latency_buckets_us": self.histogram(),
+            "latency_sum_us": self.latency_sum_us.load(Ordering::Relaxed),
         })
     }
 }

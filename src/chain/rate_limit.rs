@@ -230,12 +230,19 @@ impl RateStore {
 /// never enter the chain). Limited calls get -32000 with `data.retry_after_ms`.
 pub struct RateLimit {
     pub limiter: std::sync::Arc<RateLimiter>,
+    /// Shared with the reload path (SIGHUP changes rates without a restart).
+    pub rates: std::sync::Arc<parking_lot::RwLock<Rates>>,
+}
+
+/// The configured rates: per role, and an optional cap per tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rates {
     pub user: Rate,
     pub admin: Rate,
     pub tenant: Option<Rate>,
 }
 
-impl RateLimit {
+impl Rates {
     pub fn rate_for(&self, p: &crate::auth::principal::Principal) -> Rate {
         if p.has_role(crate::auth::principal::Role::Admin) {
             self.admin
@@ -295,11 +302,13 @@ impl crate::chain::Middleware for RateLimit {
         } else {
             p.key()
         };
-        if let Verdict::Limited { retry_after_ms } = self.limiter.check(&key, self.rate_for(p), now)
+        let rates = *self.rates.read();
+        if let Verdict::Limited { retry_after_ms } =
+            self.limiter.check(&key, rates.rate_for(p), now)
         {
             return limited(call, "principal", retry_after_ms);
         }
-        if let Some(rate) = self.tenant
+        if let Some(rate) = rates.tenant
             && let Verdict::Limited { retry_after_ms } =
                 self.limiter.check(&format!("{}/*", p.tenant), rate, now)
         {

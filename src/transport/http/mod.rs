@@ -78,12 +78,22 @@ impl Running {
     /// Serves until SIGTERM or SIGINT, then stops accepting, lets requests in flight
     /// finish and returns.
     pub fn wait_for_signal(self, server: &Server) -> io::Result<()> {
+        self.wait_for_signal_with(server, &|| {})
+    }
+
+    /// As [`Running::wait_for_signal`]; SIGHUP calls `reload`.
+    pub fn wait_for_signal_with(self, server: &Server, reload: &dyn Fn()) -> io::Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             signal_hook::flag::register(sig, stop.clone())?;
         }
+        let hup = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
         let mut last = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if hup.swap(false, Ordering::Relaxed) {
+                reload();
+            }
             thread::sleep(Duration::from_millis(100));
             if last.elapsed() >= Duration::from_secs(15) {
                 self.mcp.housekeeping();
