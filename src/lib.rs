@@ -11,6 +11,8 @@ pub mod chain;
 pub mod config;
 pub mod data;
 pub mod mcp;
+pub mod oauth;
+pub mod ship;
 pub mod store;
 pub mod tools;
 pub mod transport;

@@ -135,6 +135,12 @@ pub fn development(data_dir: &Path, public: &str) -> Result<Identity, String> {
 }
 
 impl Identity {
+    /// Names `issuer` (the OAuth proxy) as the only authorization server in the
+    /// protected-resource metadata, instead of Entra ID itself.
+    pub fn use_authorization_server(&mut self, issuer: &str) {
+        self.authorization_servers = vec![issuer.to_string()];
+    }
+
     pub fn metadata_url(&self) -> String {
         // RFC 9728: the well-known path is inserted before the resource's path.
         let (origin, path) = split_origin(&self.resource);
