@@ -58,7 +58,39 @@ fn output_schema() -> Value {
 pub fn tool(env: Arc<Env>) -> Tool {
     Tool::new(NAME, "How to authenticate to this server (login URL with PKCE, OAuth metadata) and who you are.", no_arguments(), move |ctx, _args| {
         let az = &env.config.azure;
+        let public = env
+            .config
+            .azure
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", env.config.http.addr));
         let (provider, login) = match (&az.tenant_id, &az.client_id) {
+            // The OAuth proxy is the authorization server the metadata names.
+            (Some(_), Some(client)) if env.config.oauth.enabled => {
+                let state = random_token(24);
+                let (verifier, challenge) = pkce_pair();
+                let scopes = format!("api://{client}/.default");
+                (
+                    json!({
+                        "issuer": public,
+                        "authorization_server_metadata": format!("{public}/.well-known/oauth-authorization-server"),
+                        "registration_endpoint": format!("{public}/register"),
+                        "scopes": [scopes],
+                    }),
+                    json!({
+                        "authorize_url": format!(
+                            "{public}/authorize?response_type=code&client_id=<registered client id>&redirect_uri=<your redirect URI>&scope={}&state={state}&code_challenge={challenge}&code_challenge_method=S256&resource={}",
+                            encode_component(&scopes),
+                            encode_component(&format!("{public}/mcp"))
+                        ),
+                        "state": state,
+                        "code_verifier": verifier,
+                        "code_challenge": challenge,
+                        "code_challenge_method": "S256",
+                        "note": "register a client at registration_endpoint first (or use a client ID metadata document URL as client_id)",
+                    }),
+                )
+            }
             (Some(tenant), Some(client)) => {
                 let base = format!("{}/{}", az.authority.trim_end_matches('/'), tenant);
                 let scopes = format!("api://{client}/.default openid profile offline_access");
@@ -90,12 +122,6 @@ pub fn tool(env: Arc<Env>) -> Tool {
             }
             _ => (Value::Null, Value::Null),
         };
-        let public = env
-            .config
-            .azure
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", env.config.http.addr));
         Ok(ToolOutput::structured(json!({
             "identity": identity(ctx.principal),
             "resource": format!("{public}/mcp"),
