@@ -218,7 +218,12 @@ impl Shipper {
             sink,
             source,
             feed,
+            feed_open: true,
             batch: batch.max(1),
+            limit: batch.max(1),
+            cursor,
+            head,
+            failures: 0,
             status: status.clone(),
             stop: stop.clone(),
         };
@@ -230,6 +235,12 @@ impl Shipper {
             "shipping audit records to {target} (from seq {})",
             cursor + 1
         );
+        if cursor > head {
+            log::warn!(
+                "the {name} cursor ({cursor}) is ahead of the audit log ({head}): records \
+                 up to seq {cursor} will not be shipped (was the log replaced?)"
+            );
+        }
         Ok(Shipper {
             sink: name,
             target,
@@ -332,7 +343,15 @@ struct Pump {
     source: source::Source,
     /// Records as the audit writer flushes them: a doorbell, and how far is flushed.
     feed: mpsc::Receiver<AuditRecord>,
+    feed_open: bool,
+    /// The configured batch size, and the one in force (halved after a 413).
     batch: usize,
+    limit: usize,
+    /// The last acknowledged seq, and the newest flushed one.
+    cursor: u64,
+    head: u64,
+    /// Consecutive refused attempts.
+    failures: u32,
     status: Arc<Mutex<Status>>,
     stop: Arc<Stop>,
 }
@@ -340,24 +359,15 @@ struct Pump {
 impl Pump {
     fn run(mut self) {
         let name = self.sink.name();
-        let (mut cursor, mut head) = {
-            let s = self.status.lock();
-            (s.cursor, s.head)
-        };
-        let mut limit = self.batch;
-        let mut failures = 0u32;
-        let mut feed_open = true;
         while !self.stop.is_set() {
-            head = head
-                .max(self.drain_feed(&mut feed_open))
-                .max(self.source.anchored());
-            self.status.lock().head = head;
-            if cursor >= head {
+            self.head = self.head.max(self.drain_feed()).max(self.source.anchored());
+            self.status.lock().head = self.head;
+            if self.cursor >= self.head {
                 self.sink.idle();
-                self.wait_for_records(&mut head, &mut feed_open);
+                self.wait_for_records();
                 continue;
             }
-            let batch = match self.source.batch(cursor, head, limit) {
+            let batch = match self.source.batch(self.cursor, self.head, self.limit) {
                 Ok(b) => b,
                 Err(e) => {
                     log::error!("the {name} shipper cannot read the audit log: {e}");
@@ -367,8 +377,9 @@ impl Pump {
             };
             if batch.missing > 0 {
                 log::error!(
-                    "{} audit records after seq {cursor} were pruned before they were shipped to {name}",
-                    batch.missing
+                    "{} audit records after seq {} were pruned before they were shipped to {name}",
+                    batch.missing,
+                    self.cursor
                 );
                 self.status.lock().missing_total += batch.missing;
             }
@@ -378,69 +389,76 @@ impl Pump {
                 self.sink.send(&batch.items, now_ms())
             };
             match sent {
-                Ok(d) => {
-                    cursor = batch.upto;
-                    if let Err(e) = self.source.set_cursor(name, cursor) {
-                        // Shipping goes on; a restart resends from the stored cursor.
-                        log::error!("cannot store the {name} shipping cursor: {e}");
-                    }
-                    if d.rejected > 0 {
-                        log::warn!("the {name} receiver rejected {} audit records", d.rejected);
-                    }
-                    if failures > 0 {
-                        log::info!("shipping audit records to {name} works again");
-                    }
-                    failures = 0;
-                    limit = (limit * 2).min(self.batch);
-                    let mut s = self.status.lock();
-                    s.cursor = cursor;
-                    s.shipped_total += batch.items.len() as u64;
-                    s.rejected_total += d.rejected;
-                    s.failures = 0;
-                    s.last_success_at_ms = Some(now_ms());
-                    s.next_attempt_at_ms = None;
-                }
+                Ok(d) => self.acknowledged(&batch, d),
                 Err(e) => {
-                    failures = failures.saturating_add(1);
-                    if e.too_large {
-                        limit = (limit / 2).max(1);
-                    }
-                    let wait = backoff::delay(failures, backoff::random(), e.retry_after);
-                    // The first failure of an outage is a warning; the rest are debug.
-                    if failures == 1 {
-                        log::warn!(
-                            "shipping audit records to {name} failed (retrying): {}",
-                            e.message
-                        );
-                    } else {
-                        log::debug!(
-                            "shipping to {name} failed again ({failures}): {}",
-                            e.message
-                        );
-                    }
-                    let now = now_ms();
-                    {
-                        let mut s = self.status.lock();
-                        s.failures = failures;
-                        s.last_error = Some(e.message);
-                        s.last_error_at_ms = Some(now);
-                        s.next_attempt_at_ms = Some(now + wait.as_millis() as u64);
-                    }
+                    let wait = self.refused(e);
                     self.stop.sleep(wait);
                 }
             }
         }
     }
 
+    /// Moves the cursor past `batch`.
+    fn acknowledged(&mut self, batch: &source::Batch, d: Delivered) {
+        let name = self.sink.name();
+        self.cursor = batch.upto;
+        if let Err(e) = self.source.set_cursor(name, self.cursor) {
+            // Shipping goes on; a restart resends from the stored cursor.
+            log::error!("cannot store the {name} shipping cursor: {e}");
+        }
+        if d.rejected > 0 {
+            log::warn!("the {name} receiver rejected {} audit records", d.rejected);
+        }
+        if self.failures > 0 {
+            log::info!("shipping audit records to {name} works again");
+        }
+        self.failures = 0;
+        self.limit = (self.limit * 2).min(self.batch);
+        let mut s = self.status.lock();
+        s.cursor = self.cursor;
+        s.shipped_total += batch.items.len() as u64;
+        s.rejected_total += d.rejected;
+        s.failures = 0;
+        s.last_success_at_ms = Some(now_ms());
+        s.next_attempt_at_ms = None;
+    }
+
+    /// Records a refusal; returns how long to wait before sending the batch again.
+    fn refused(&mut self, e: SendError) -> Duration {
+        let name = self.sink.name();
+        self.failures = self.failures.saturating_add(1);
+        if e.too_large {
+            self.limit = (self.limit / 2).max(1);
+        }
+        let wait = backoff::delay(self.failures, backoff::random(), e.retry_after);
+        // The first failure of an outage is a warning; the rest are debug.
+        if self.failures == 1 {
+            log::warn!(
+                "shipping audit records to {name} failed (retrying): {}",
+                e.message
+            );
+        } else {
+            let n = self.failures;
+            log::debug!("shipping to {name} failed again ({n}): {}", e.message);
+        }
+        let now = now_ms();
+        let mut s = self.status.lock();
+        s.failures = self.failures;
+        s.last_error = Some(e.message);
+        s.last_error_at_ms = Some(now);
+        s.next_attempt_at_ms = Some(now + wait.as_millis() as u64);
+        wait
+    }
+
     /// The highest seq among the flushed records announced so far (0: none).
-    fn drain_feed(&self, open: &mut bool) -> u64 {
+    fn drain_feed(&mut self) -> u64 {
         let mut high = 0;
         loop {
             match self.feed.try_recv() {
                 Ok(r) => high = high.max(r.seq),
                 Err(mpsc::TryRecvError::Empty) => return high,
                 Err(mpsc::TryRecvError::Disconnected) => {
-                    *open = false;
+                    self.feed_open = false;
                     return high;
                 }
             }
@@ -448,15 +466,15 @@ impl Pump {
     }
 
     /// Waits up to [`IDLE_POLL`] for the next flushed record.
-    fn wait_for_records(&self, head: &mut u64, open: &mut bool) {
-        if !*open {
+    fn wait_for_records(&mut self) {
+        if !self.feed_open {
             self.stop.sleep(IDLE_POLL);
             return;
         }
         match self.feed.recv_timeout(IDLE_POLL) {
-            Ok(r) => *head = (*head).max(r.seq),
+            Ok(r) => self.head = self.head.max(r.seq),
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => *open = false,
+            Err(RecvTimeoutError::Disconnected) => self.feed_open = false,
         }
     }
 }

@@ -215,3 +215,70 @@ fn pruned_records_are_counted_as_missing() {
     wait_until("the count", || shipper.status()["missing_total"] == 4);
     shipper.stop();
 }
+
+#[test]
+fn the_configuration_reads_and_checks_every_ship_variable() {
+    use std::collections::HashMap;
+    let load = |vars: &[(&str, &str)]| {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        crate::config::Config::from_lookup(&|k| map.get(k).cloned(), &|_| Err("no files".into()))
+    };
+    let off = load(&[]).unwrap();
+    assert_eq!(off.ship.batch, DEFAULT_BATCH);
+    assert!(!off.ship.enabled());
+    assert_eq!(off.effective()["MREG_SHIP_HOST"], "(the hostname)");
+    let on = load(&[
+        ("MREG_SHIP_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        ("MREG_SHIP_SYSLOG_ADDR", "logs.example:6514"),
+        ("MREG_SHIP_BATCH", "25"),
+        ("MREG_SHIP_HOST", "edge-1"),
+    ])
+    .unwrap();
+    assert_eq!(
+        on.ship,
+        ShipSettings {
+            otlp_endpoint: Some("http://127.0.0.1:4318".into()),
+            syslog_addr: Some("logs.example:6514".into()),
+            batch: 25,
+            host: Some("edge-1".into()),
+        }
+    );
+    assert_eq!(on.effective()["MREG_SHIP_SYSLOG_ADDR"], "logs.example:6514");
+    let e = load(&[
+        ("MREG_SHIP_OTLP_ENDPOINT", "127.0.0.1:4318"),
+        ("MREG_SHIP_SYSLOG_ADDR", "logs.example"),
+        ("MREG_SHIP_BATCH", "0"),
+        ("MREG_SHIP_HOST", "edge 1"),
+    ])
+    .unwrap_err();
+    let vars: Vec<&str> = e.0.iter().map(|e| e.var).collect();
+    assert_eq!(
+        vars,
+        [
+            "MREG_SHIP_OTLP_ENDPOINT",
+            "MREG_SHIP_SYSLOG_ADDR",
+            "MREG_SHIP_BATCH",
+            "MREG_SHIP_HOST"
+        ]
+    );
+    for name in vars {
+        assert!(
+            crate::config::VARS.iter().any(|v| v.name == name),
+            "{name} is documented"
+        );
+    }
+}
+
+#[test]
+fn the_host_defaults_to_the_kernel_hostname() {
+    assert_eq!(host_name(Some("edge-9")), "edge-9");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(host_name(None), kernel.trim());
+    assert!(check_host("edge-9.example").is_ok());
+    assert!(check_host("").is_err());
+    assert!(check_host(&"h".repeat(256)).is_err());
+    assert!(check_host("tab\there").is_err());
+}
