@@ -40,7 +40,7 @@ pub struct App {
     pub identity: Arc<parking_lot::RwLock<Option<Arc<crate::auth::setup::Identity>>>>,
     pub started: Instant,
     /// The audit shippers (`crate::ship`), once started; `ship::status_all` reports them.
-    pub shippers: std::sync::OnceLock<Vec<crate::ship::Shipper>>,
+    pub shippers: Arc<std::sync::OnceLock<Vec<crate::ship::Shipper>>>,
     /// The effective values in force, to tell what a reload changes.
     applied: parking_lot::Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
@@ -220,7 +220,7 @@ impl App {
             audit_checks,
             identity,
             started,
-            shippers: std::sync::OnceLock::new(),
+            shippers: Arc::new(std::sync::OnceLock::new()),
             applied: parking_lot::Mutex::new(config_values),
         };
         app.start_background();
@@ -312,7 +312,15 @@ impl App {
             policy: self.policy.clone(),
             started_ms: now_ms().saturating_sub(self.started.elapsed().as_millis() as u64),
             audit: self.audit.clone(),
-            extra: Some(self.status_fn()),
+            extra: Some({
+                let (status, shippers) = (self.status_fn(), self.shippers.clone());
+                Arc::new(move || {
+                    let mut v = status();
+                    v["shipping"] =
+                        crate::ship::status_all(shippers.get().map(Vec::as_slice).unwrap_or(&[]));
+                    v
+                })
+            }),
             extensions: vec![
                 crate::admin::data_extension(self.store.data.clone()),
                 crate::admin::backup_extension(self.store.clone()),
