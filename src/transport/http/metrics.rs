@@ -10,7 +10,7 @@
 //! Access: loopback peers only, and never through a reverse proxy. A request from
 //! another address, or one carrying `Forwarded`, `X-Forwarded-For` or `X-Real-IP` (a
 //! proxy on the same host is a loopback peer too), gets `403`. Remote scraping goes
-//! through something local (a node agent, an SSH tunnel), not through the MCP port.
+//! through something local (a collector on the host, an SSH tunnel), not through the MCP port.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
