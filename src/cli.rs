@@ -98,12 +98,24 @@ pub(crate) fn load_config(data_dir: Option<PathBuf>) -> Result<Config, ConfigErr
     Ok(config)
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, json: bool) {
     // Without RUST_LOG the level is a global maximum that a reload (SIGHUP) can change.
     let env = env_logger::Env::default().default_filter_or("trace");
-    env_logger::Builder::from_env(env)
-        .target(env_logger::Target::Stderr)
-        .init();
+    let mut builder = env_logger::Builder::from_env(env);
+    builder.target(env_logger::Target::Stderr);
+    if json {
+        builder.format(|buf, record| {
+            use std::io::Write;
+            let line = serde_json::json!({
+                "time": buf.timestamp_millis().to_string(),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "message": record.args().to_string(),
+            });
+            writeln!(buf, "{line}")
+        });
+    }
+    builder.init();
     if std::env::var_os("RUST_LOG").is_none() {
         log::set_max_level(mreg::config::level_filter(level));
     }
@@ -213,7 +225,7 @@ pub(crate) fn start(data_dir: Option<PathBuf>) -> Result<App, i32> {
         eprint!("mreg: {e}");
         1
     })?;
-    init_logging(&config.log_level);
+    init_logging(&config.log_level, config.log_json);
     warn_unknown_vars();
     let app = App::build(config).map_err(|e| {
         log::error!("{e}");

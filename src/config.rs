@@ -180,6 +180,8 @@ pub struct ChainSettings {
 pub struct Config {
     pub data_dir: PathBuf,
     pub log_level: String,
+    /// `text` (default) or `json` (one JSON object per line on stderr).
+    pub log_json: bool,
     pub server_name: String,
     pub max_message_bytes: usize,
     pub max_json_depth: usize,
@@ -245,6 +247,11 @@ pub const VARS: &[VarDoc] = &[
     VarDoc {
         name: "MREG_LOG_LEVEL",
         default: "info",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_LOG_FORMAT",
+        default: "text",
         secret: false,
     },
     VarDoc {
@@ -861,6 +868,7 @@ impl Config {
                 format!("expected error, warn, info, debug, trace or off, got {log_level:?}"),
             );
         }
+        let log_json = r.choice("MREG_LOG_FORMAT", "text", &["text", "json"]) == "json";
         let server_name = r.string("MREG_SERVER_NAME", "mreg");
         let max_message_bytes = r.number("MREG_MAX_MESSAGE_BYTES", 4 << 20, 1024, 256 << 20);
         let max_json_depth = r.number("MREG_MAX_JSON_DEPTH", 64, 4, 512);
@@ -1054,6 +1062,7 @@ impl Config {
         Ok(Config {
             data_dir,
             log_level,
+            log_json,
             server_name,
             max_message_bytes,
             max_json_depth,
@@ -1094,6 +1103,10 @@ impl Config {
         let mut m = BTreeMap::new();
         m.insert("MREG_DATA_DIR", self.data_dir.display().to_string());
         m.insert("MREG_LOG_LEVEL", self.log_level.clone());
+        m.insert(
+            "MREG_LOG_FORMAT",
+            if self.log_json { "json" } else { "text" }.into(),
+        );
         m.insert("MREG_SERVER_NAME", self.server_name.clone());
         m.insert("MREG_MAX_MESSAGE_BYTES", self.max_message_bytes.to_string());
         m.insert("MREG_MAX_JSON_DEPTH", self.max_json_depth.to_string());

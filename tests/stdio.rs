@@ -280,3 +280,22 @@ fn check_config_names_every_problem() {
     );
     assert!(!text.contains("hunter2"));
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = TempDir::new("stdio-jsonlog");
+    let mut cmd = mreg(dir.path());
+    cmd.env_remove("RUST_LOG").env("MREG_LOG_FORMAT", "json");
+    let c = StdioClient::spawn(cmd);
+    let (code, stderr) = c.close();
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty());
+    for l in lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(
+            v["level"].is_string() && v["message"].is_string() && v["time"].is_string(),
+            "{v}"
+        );
+    }
+}
