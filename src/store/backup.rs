@@ -9,7 +9,12 @@ use std::path::Path;
 use crate::store::Store;
 
 /// Files of the data directory that belong to a backup besides the database.
-const SIDE_FILES: &[&str] = &["audit.anchor", "audit.key", "dev-signing-key.p8", "oauth-keys.json"];
+const SIDE_FILES: &[&str] = &[
+    "audit.anchor",
+    "audit.key",
+    "dev-signing-key.p8",
+    "oauth-keys.json",
+];
 
 /// Copies the store into `target` (a directory that must not exist yet). Returns the
 /// number of trees copied. Restore: stop the server and use `target` as its data dir.

@@ -229,8 +229,11 @@ fn stopped_server_database(dir: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     audit.insert(audit_key(7), &b"{not a record"[..]).unwrap();
     let rate = store.db.open_tree("rate").unwrap();
     // The server persists the TAT in unix microseconds.
-    rate.insert("fabrikam/bob", &((common::NOW + 9_000) * 1000).to_be_bytes())
-        .unwrap();
+    rate.insert(
+        "fabrikam/bob",
+        &((common::NOW + 9_000) * 1000).to_be_bytes(),
+    )
+    .unwrap();
     store
         .db
         .open_tree("blocked")
