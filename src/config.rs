@@ -871,7 +871,7 @@ impl Config {
         let log_json = r.choice("MREG_LOG_FORMAT", "text", &["text", "json"]) == "json";
         let server_name = r.string("MREG_SERVER_NAME", "mreg");
         let max_message_bytes = r.number("MREG_MAX_MESSAGE_BYTES", 4 << 20, 1024, 256 << 20);
-        let max_json_depth = r.number("MREG_MAX_JSON_DEPTH", 64, 4, 512);
+        let max_json_depth = r.number("MREG_MAX_JSON_DEPTH", 64, 4, 128);
         let stdio_workers = r.number("MREG_STDIO_WORKERS", 4, 1, 256);
         let client_request_timeout =
             Duration::from_secs(r.number("MREG_CLIENT_REQUEST_TIMEOUT_SECS", 60, 1, 3600));

@@ -3,7 +3,7 @@
 //! the same thing. Each function panics when an invariant breaks; a panic is a finding.
 
 use crate::framing::{Frame, LineDecoder};
-use crate::http::{ChunkedDecoder, HeadLimits, parse_head};
+use crate::http::{ChunkedDecoder, HeadLimits, Version, parse_head};
 use crate::jsonrpc::{self, ErrorCode, Limits};
 use crate::query;
 
@@ -94,29 +94,70 @@ pub fn http_head(data: &[u8]) {
         Ok(Some((head, used))) => {
             assert!(*used <= data.len());
             assert!(head.target.starts_with('/') || head.target == "*");
-            let _ = head.content_length();
-            let _ = (
-                head.keep_alive(),
-                head.is_chunked(),
-                head.expects_continue(),
+            // An accepted head has exactly one way to find the end of its body, so a
+            // front end and this server cannot disagree on it (request smuggling).
+            let length = head
+                .content_length()
+                .expect("an accepted head has a valid Content-Length");
+            let te = head
+                .headers
+                .iter()
+                .filter(|(n, _)| n == "transfer-encoding")
+                .count();
+            assert!(te <= 1, "several Transfer-Encoding headers accepted");
+            assert_eq!(te == 1, head.is_chunked(), "a coding other than chunked");
+            assert!(
+                !(head.is_chunked() && length.is_some()),
+                "both Content-Length and chunked accepted"
             );
+            if head.version == Version::Http10 {
+                assert!(!head.is_chunked(), "chunked accepted on HTTP/1.0");
+            } else {
+                assert_eq!(
+                    head.headers.iter().filter(|(n, _)| n == "host").count(),
+                    1,
+                    "HTTP/1.1 without exactly one Host"
+                );
+            }
+            for (name, value) in &head.headers {
+                assert!(!name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()));
+                assert_eq!(name, &name.to_ascii_lowercase());
+                assert!(
+                    !value.contains(['\r', '\n', '\0']),
+                    "control byte in {name}"
+                );
+            }
+            let _ = (head.keep_alive(), head.expects_continue());
         }
         Ok(None) => {}
         Err(e) => assert!((400..=599).contains(&e.status()), "status {}", e.status()),
     }
-    // The first prefix that decides must decide the same way as the whole input.
-    for end in 0..=data.len().min(512) {
+    // Fed the bytes as they arrive, the first prefix that decides must give exactly the
+    // answer of the whole input. Only a line end or the size limit can change the answer,
+    // so the prefixes that matter end just before and just after each `\n`, and at the
+    // limit (plus every short prefix, for good measure).
+    let window = data.len().min(limits.max_head_bytes);
+    let mut ends: Vec<usize> = (0..=window.min(16)).collect();
+    for (i, _) in data[..window]
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+    {
+        ends.extend([i, i + 1]);
+    }
+    ends.extend([window.saturating_sub(1), window, data.len()]);
+    ends.sort_unstable();
+    ends.dedup();
+    for end in ends {
         match parse_head(&data[..end], &limits) {
             Ok(None) => continue,
-            Ok(Some((h, n))) => {
-                if let Ok(Some((h2, n2))) = &all {
-                    assert_eq!((h.method.as_str(), n), (h2.method.as_str(), *n2));
-                }
-                break;
+            first => {
+                assert_eq!(first, all, "bytes fed in pieces decide differently");
+                return;
             }
-            Err(_) => break,
         }
     }
+    assert_eq!(all, Ok(None));
 }
 
 /// Chunked bodies: never more than the cap is produced; any split gives the same body.
@@ -179,6 +220,108 @@ pub fn query_filter(data: &[u8]) {
             Ok(keys)
         ),
         Err(e) => assert!(e.pos <= text.len()),
+    }
+}
+
+/// Tenant-data queries over rows: a filter (first line), an `order_by` (second line) and
+/// JSON rows (one per further line). Evaluation never panics and agrees with the printed
+/// filter; `!=` is `NOT =`; `order_cmp` is a total order on every value met (else sorting
+/// may panic or be inconsistent); sorting with it never panics and sorts; a projection
+/// keeps exactly the projected values.
+pub fn query_eval(data: &[u8]) {
+    use crate::query::{Expr, Op, lookup, order_cmp, project};
+    use serde_json::Value;
+    use std::cmp::Ordering;
+
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut lines = text.split('\n');
+    let filter = query::parse(lines.next().unwrap_or(""));
+    let order = query::parse_order_by(lines.next().unwrap_or("")).unwrap_or_default();
+    let rows: Vec<Value> = lines
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .take(8)
+        .collect();
+
+    if let Ok(expr) = &filter {
+        let reparsed = query::parse(&expr.to_string()).expect("the printed filter parses");
+        for row in &rows {
+            let hit = query::eval(expr, row);
+            assert_eq!(hit, query::eval(&reparsed, row), "printing changed a match");
+            assert_eq!(!hit, query::eval(&Expr::Not(Box::new(expr.clone())), row));
+            if let Expr::Cmp { field, value, .. } = expr {
+                let with = |op| Expr::Cmp {
+                    field: field.clone(),
+                    op,
+                    value: value.clone(),
+                };
+                let (eq, ne) = (
+                    query::eval(&with(Op::Eq), row),
+                    query::eval(&with(Op::Ne), row),
+                );
+                assert_ne!(eq, ne, "`!=` is not `NOT =`");
+                let [lt, le, gt, ge] =
+                    [Op::Lt, Op::Le, Op::Gt, Op::Ge].map(|o| query::eval(&with(o), row));
+                let held = [lt, eq, gt].iter().filter(|&&b| b).count();
+                assert!(held <= 1, "several of <, =, > hold: {expr} on {row}");
+                if le || ge {
+                    assert_eq!(le, lt || eq, "`<=` is not `<` or `=`: {expr} on {row}");
+                    assert_eq!(ge, gt || eq, "`>=` is not `>` or `=`: {expr} on {row}");
+                }
+            }
+        }
+    }
+
+    // Every value met: the rows, their members, and what the sort keys read.
+    let mut values: Vec<Option<&Value>> = vec![None];
+    for row in &rows {
+        values.push(Some(row));
+        match row {
+            Value::Array(items) => values.extend(items.iter().map(Some)),
+            Value::Object(m) => values.extend(m.values().map(Some)),
+            _ => {}
+        }
+        values.extend(order.iter().map(|k| lookup(row, &k.field)));
+    }
+    values.truncate(24);
+    for &a in &values {
+        assert_eq!(order_cmp(a, a), Ordering::Equal, "not reflexive: {a:?}");
+        for &b in &values {
+            let ab = order_cmp(a, b);
+            assert_eq!(
+                ab,
+                order_cmp(b, a).reverse(),
+                "not antisymmetric: {a:?} {b:?}"
+            );
+            for &c in &values {
+                let bc = order_cmp(b, c);
+                if ab != Ordering::Greater && bc != Ordering::Greater {
+                    let ac = order_cmp(a, c);
+                    let want = if ab == Ordering::Equal && bc == Ordering::Equal {
+                        Ordering::Equal
+                    } else {
+                        Ordering::Less
+                    };
+                    assert_eq!(ac, want, "not transitive: {a:?} {b:?} {c:?}");
+                }
+            }
+        }
+    }
+    let mut sorted = values.clone();
+    sorted.sort_unstable_by(|a, b| order_cmp(*a, *b));
+    assert!(
+        sorted
+            .windows(2)
+            .all(|w| order_cmp(w[0], w[1]) != Ordering::Greater)
+    );
+
+    let fields: Vec<_> = order.iter().map(|k| k.field.clone()).collect();
+    for row in &rows {
+        let shown = project(row, &fields);
+        for f in &fields {
+            assert_eq!(lookup(&shown, f), lookup(row, f), "projection changed {f}");
+        }
     }
 }
 

@@ -16,6 +16,7 @@ const TARGETS: &[Target] = &[
     ("http_head", fuzzing::http_head),
     ("chunked", fuzzing::chunked),
     ("query", fuzzing::query_filter),
+    ("query_eval", fuzzing::query_eval),
 ];
 
 fn fuzz_dir() -> PathBuf {

@@ -77,6 +77,23 @@ fn int_of(n: &serde_json::Number) -> Option<i128> {
         .or_else(|| n.as_u64().map(i128::from))
 }
 
+/// `i` against `f`, exactly (JSON numbers are never NaN; infinities order at the ends).
+fn cmp_int_float(i: i128, f: f64) -> Ordering {
+    const LIMIT: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0; // 2^127
+    let floor = f.floor();
+    if floor >= LIMIT {
+        return Ordering::Less;
+    }
+    if floor < -LIMIT {
+        return Ordering::Greater;
+    }
+    // In range, so the conversion is exact.
+    match i.cmp(&(floor as i128)) {
+        Ordering::Equal if f > floor => Ordering::Less,
+        o => o,
+    }
+}
+
 fn rank(v: Option<&Value>) -> u8 {
     match v {
         None => 0,
@@ -95,9 +112,13 @@ fn rank(v: Option<&Value>) -> u8 {
 pub fn order_cmp(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     match (a, b) {
         (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
+        // Exact, integers against floats too: through `f64`, 2^53 and 2^53 + 1 would both
+        // equal 2^53 as a float but not each other, and sorting needs a total order.
         (Some(Value::Number(x)), Some(Value::Number(y))) => match (int_of(x), int_of(y)) {
             (Some(i), Some(j)) => i.cmp(&j),
-            _ => {
+            (Some(i), None) => cmp_int_float(i, y.as_f64().unwrap_or(0.0)),
+            (None, Some(j)) => cmp_int_float(j, x.as_f64().unwrap_or(0.0)).reverse(),
+            (None, None) => {
                 let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
                 x.partial_cmp(&y).unwrap_or(Ordering::Equal)
             }
@@ -126,7 +147,8 @@ pub fn project(row: &Value, fields: &[Field]) -> Value {
                 _ => continue 'fields,
             }
         }
-        node.entry(last.to_string()).or_insert_with(|| v.clone());
+        // Overwrite: after `a.b`, a later `a` must bring all of `a`, not keep `{"b":..}`.
+        node.insert(last.to_string(), v.clone());
     }
     Value::Object(out)
 }
