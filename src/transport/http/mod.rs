@@ -5,6 +5,7 @@
 pub mod conn;
 pub mod forwarded;
 pub mod metrics;
+pub mod reply;
 pub mod stateless;
 pub mod streamable;
 

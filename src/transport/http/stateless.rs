@@ -19,7 +19,8 @@ use crate::mcp::modern::subscriptions::Listen;
 use crate::mcp::modern::{self, Caller, RoutingHeaders, Served};
 use crate::mcp::server::{Answer, Server};
 use crate::mcp::session::Transport;
-use crate::transport::http::conn::{ChunkedStream, DetachedStream, Request, Responder, Response};
+use crate::transport::http::conn::{DetachedStream, Request, Responder, Response};
+use crate::transport::http::reply::{Reply, RequestStream, sse_event, sse_headers};
 
 /// The routing headers whose values must agree with the body.
 const ROUTING_HEADERS: [&str; 3] = ["mcp-protocol-version", "mcp-method", "mcp-name"];
@@ -81,22 +82,6 @@ fn json_response(status: u16, body: Vec<u8>) -> Response {
     }
 }
 
-fn sse_headers() -> Vec<(String, String)> {
-    vec![
-        ("Content-Type".into(), "text/event-stream".into()),
-        ("Cache-Control".into(), "no-cache".into()),
-    ]
-}
-
-/// One SSE event carrying one JSON-RPC message on a single `data:` line.
-fn sse_event(message: &[u8]) -> Vec<u8> {
-    let mut e = Vec::with_capacity(message.len() + 24);
-    e.extend_from_slice(b"event: message\ndata: ");
-    e.extend_from_slice(message);
-    e.extend_from_slice(b"\n\n");
-    e
-}
-
 /// Serves one POST of the stateless revision; `extra` are headers every answer carries
 /// (CORS).
 pub fn post(
@@ -137,7 +122,7 @@ pub fn post(
         peer: Some(&peer),
         session: None,
     };
-    let stream = RequestStream::new(reply);
+    let stream = RequestStream::new(reply, false);
     let served = server.serve_modern(
         &who,
         r,
@@ -146,7 +131,7 @@ pub fn post(
         Arc::new(AtomicBool::new(false)),
     );
     match served {
-        Served::Answer(answer) => stream.finish(answer),
+        Served::Answer(answer) => stream.finish(Some(answer), json_answer),
         Served::Listen(l) => {
             let Some(reply) = stream.into_pending() else {
                 return;
@@ -177,84 +162,19 @@ pub fn post(
     }
 }
 
-/// The responder plus the headers every answer carries.
-struct Reply<'a> {
-    out: Responder<'a>,
-    extra: Vec<(String, String)>,
-}
-
-impl<'a> Reply<'a> {
-    fn send(self, mut resp: Response) {
-        resp.headers.extend(self.extra);
-        if let Err(e) = self.out.send(resp) {
-            log::debug!("response not delivered: {e}");
-        }
+/// A JSON answer with the status its error calls for (429 with Retry-After and
+/// RateLimit headers for a rate limit).
+fn json_answer(answer: Answer) -> Response {
+    let status = answer.error.as_ref().map_or(200, |e| status_for(e.code));
+    let mut resp = json_response(status, answer.body);
+    if status == 429 {
+        let secs = retry_after(answer.error.as_ref()).to_string();
+        resp.headers.push(("Retry-After".into(), secs.clone()));
+        resp.headers
+            .push(("RateLimit-Remaining".into(), "0".into()));
+        resp.headers.push(("RateLimit-Reset".into(), secs));
     }
-
-    fn stream(self, mut headers: Vec<(String, String)>) -> std::io::Result<ChunkedStream<'a>> {
-        headers.extend(self.extra);
-        self.out.stream(200, &headers)
-    }
-
-    fn detach(
-        self,
-        status: u16,
-        mut headers: Vec<(String, String)>,
-    ) -> std::io::Result<DetachedStream> {
-        headers.extend(self.extra);
-        self.out.detach(status, &headers)
-    }
-}
-
-enum StreamState<'a> {
-    Pending(Reply<'a>),
-    Streaming(ChunkedStream<'a>),
-    Gone,
-}
-
-/// The answer to one request: JSON with the status its error calls for, unless the
-/// handler sends a notification first; the answer is then an SSE stream (status 200)
-/// that ends with the response.
-struct RequestStream<'a> {
-    state: Mutex<StreamState<'a>>,
-}
-
-impl<'a> RequestStream<'a> {
-    fn new(out: Reply<'a>) -> Self {
-        RequestStream {
-            state: Mutex::new(StreamState::Pending(out)),
-        }
-    }
-
-    fn finish(self, answer: Answer) {
-        match self.state.into_inner() {
-            StreamState::Pending(out) => {
-                let status = answer.error.as_ref().map_or(200, |e| status_for(e.code));
-                let mut resp = json_response(status, answer.body);
-                if status == 429 {
-                    let secs = retry_after(answer.error.as_ref()).to_string();
-                    resp.headers.push(("Retry-After".into(), secs.clone()));
-                    resp.headers
-                        .push(("RateLimit-Remaining".into(), "0".into()));
-                    resp.headers.push(("RateLimit-Reset".into(), secs));
-                }
-                out.send(resp)
-            }
-            StreamState::Streaming(mut s) => {
-                if s.send(&sse_event(&answer.body)).is_ok() {
-                    let _ = s.finish();
-                }
-            }
-            StreamState::Gone => {}
-        }
-    }
-
-    fn into_pending(self) -> Option<Reply<'a>> {
-        match self.state.into_inner() {
-            StreamState::Pending(out) => Some(out),
-            _ => None,
-        }
-    }
+    resp
 }
 
 fn retry_after(e: Option<&ErrorObject>) -> u64 {
@@ -263,23 +183,6 @@ fn retry_after(e: Option<&ErrorObject>) -> u64 {
         .and_then(|d| d["retry_after_ms"].as_u64())
         .unwrap_or(1000);
     ms.div_ceil(1000).max(1)
-}
-
-impl Outbound for RequestStream<'_> {
-    fn send(&self, message: &[u8]) -> Result<(), Closed> {
-        let mut state = self.state.lock();
-        if let StreamState::Pending(_) = &*state {
-            let StreamState::Pending(out) = std::mem::replace(&mut *state, StreamState::Gone)
-            else {
-                return Err(Closed);
-            };
-            *state = StreamState::Streaming(out.stream(sse_headers()).map_err(|_| Closed)?);
-        }
-        match &mut *state {
-            StreamState::Streaming(s) => s.send(&sse_event(message)).map_err(|_| Closed),
-            _ => Err(Closed),
-        }
-    }
 }
 
 /// A `subscriptions/listen` stream: an SSE response detached from the worker pool.
@@ -305,7 +208,7 @@ impl Outbound for SseSink {
         let bytes = if message.is_empty() {
             b": keep-alive\n\n".to_vec()
         } else {
-            sse_event(message)
+            sse_event(None, message)
         };
         if s.send(&bytes).is_err() {
             *guard = None;

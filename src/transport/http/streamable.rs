@@ -19,9 +19,8 @@ use crate::mcp::protocol;
 use crate::mcp::server::Answer;
 use crate::mcp::server::{Server, short};
 use crate::mcp::session::{Phase, Session, Transport};
-use crate::transport::http::conn::{
-    ChunkedStream, DetachedStream, Handler, Request, Responder, Response,
-};
+use crate::transport::http::conn::{DetachedStream, Handler, Request, Responder, Response};
+use crate::transport::http::reply::{Reply, RequestStream, sse_event, sse_headers};
 
 pub const MCP_PATH: &str = "/mcp";
 
@@ -256,9 +255,9 @@ impl McpHttp {
         };
         match msg {
             Message::Request(r) => {
-                let stream = RequestStream::new(out);
+                let stream = RequestStream::new(out, true);
                 let reply = self.server.handle_request(&session, r, &stream);
-                stream.finish(reply);
+                stream.finish(reply, json_answer);
             }
             other => {
                 self.server.handle(&session, other, &NoOutbound);
@@ -449,13 +448,6 @@ impl McpHttp {
     }
 }
 
-fn sse_headers() -> Vec<(String, String)> {
-    vec![
-        ("Content-Type".into(), "text/event-stream".into()),
-        ("Cache-Control".into(), "no-cache".into()),
-    ]
-}
-
 /// A JSON answer; a rate-limit error becomes 429 with `Retry-After` and RateLimit
 /// headers, so HTTP clients and proxies back off without reading the body.
 fn json_answer(answer: Answer) -> Response {
@@ -596,39 +588,6 @@ impl Handler for McpHttp {
     }
 }
 
-/// The responder plus headers every answer to this request carries (CORS).
-struct Reply<'a> {
-    out: Responder<'a>,
-    extra: Vec<(String, String)>,
-}
-
-impl<'a> Reply<'a> {
-    fn send(self, mut resp: Response) {
-        resp.headers.extend(self.extra);
-        if let Err(e) = self.out.send(resp) {
-            log::debug!("response not delivered: {e}");
-        }
-    }
-
-    fn stream(
-        self,
-        status: u16,
-        mut headers: Vec<(String, String)>,
-    ) -> std::io::Result<ChunkedStream<'a>> {
-        headers.extend(self.extra);
-        self.out.stream(status, &headers)
-    }
-
-    fn detach(
-        self,
-        status: u16,
-        mut headers: Vec<(String, String)>,
-    ) -> std::io::Result<DetachedStream> {
-        headers.extend(self.extra);
-        self.out.detach(status, &headers)
-    }
-}
-
 fn clip(s: &str) -> String {
     s.chars().take(40).collect()
 }
@@ -640,15 +599,6 @@ impl Outbound for NoOutbound {
     fn send(&self, _: &[u8]) -> Result<(), Closed> {
         Err(Closed)
     }
-}
-
-/// Formats one SSE event carrying a JSON-RPC message.
-fn sse_event(id: u64, message: &[u8]) -> Vec<u8> {
-    let mut e = Vec::with_capacity(message.len() + 32);
-    e.extend_from_slice(format!("id: {id}\nevent: message\ndata: ").as_bytes());
-    e.extend_from_slice(message);
-    e.extend_from_slice(b"\n\n");
-    e
 }
 
 /// The session's GET stream, used for messages not tied to a request.
@@ -677,75 +627,6 @@ impl Outbound for SseNotifier {
             return self.write_raw(b": keep-alive\n\n");
         }
         let id = self.events.fetch_add(1, Ordering::Relaxed);
-        self.write_raw(&sse_event(id, message))
-    }
-}
-
-enum StreamState<'a> {
-    Pending(Reply<'a>),
-    Streaming(ChunkedStream<'a>),
-    Gone,
-}
-
-/// The answer to one POSTed request: JSON unless the handler sends something first,
-/// in which case the answer becomes an SSE stream that ends with the response.
-struct RequestStream<'a> {
-    state: Mutex<StreamState<'a>>,
-    events: AtomicU64,
-}
-
-impl<'a> RequestStream<'a> {
-    fn new(out: Reply<'a>) -> Self {
-        RequestStream {
-            state: Mutex::new(StreamState::Pending(out)),
-            events: AtomicU64::new(1),
-        }
-    }
-
-    fn finish(self, reply: Option<Answer>) {
-        match self.state.into_inner() {
-            StreamState::Pending(out) => out.send(match reply {
-                Some(answer) => json_answer(answer),
-                // A cancelled request: nothing to say.
-                None => Response {
-                    status: 202,
-                    headers: Vec::new(),
-                    body: Vec::new(),
-                },
-            }),
-            StreamState::Streaming(mut s) => {
-                let id = self.events.fetch_add(1, Ordering::Relaxed);
-                let sent = reply.is_none_or(|a| s.send(&sse_event(id, &a.body)).is_ok());
-                if sent {
-                    let _ = s.finish();
-                }
-            }
-            StreamState::Gone => {}
-        }
-    }
-}
-
-impl Outbound for RequestStream<'_> {
-    fn send(&self, message: &[u8]) -> Result<(), Closed> {
-        let mut state = self.state.lock();
-        if let StreamState::Pending(_) = &*state {
-            let StreamState::Pending(out) = std::mem::replace(&mut *state, StreamState::Gone)
-            else {
-                return Err(Closed);
-            };
-            let mut s = out.stream(200, sse_headers()).map_err(|_| Closed)?;
-            // Priming event: an id and empty data, so the client can resume.
-            let id = self.events.fetch_add(1, Ordering::Relaxed);
-            s.send(format!("id: {id}\ndata: \n\n").as_bytes())
-                .map_err(|_| Closed)?;
-            *state = StreamState::Streaming(s);
-        }
-        match &mut *state {
-            StreamState::Streaming(s) => {
-                let id = self.events.fetch_add(1, Ordering::Relaxed);
-                s.send(&sse_event(id, message)).map_err(|_| Closed)
-            }
-            _ => Err(Closed),
-        }
+        self.write_raw(&sse_event(Some(id), message))
     }
 }
