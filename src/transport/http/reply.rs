@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use mreg_wire::jsonrpc::ErrorCode;
+
 use crate::mcp::context::{Closed, Outbound};
 use crate::mcp::server::Answer;
 use crate::transport::http::conn::{ChunkedStream, DetachedStream, Responder, Response};
@@ -144,5 +146,105 @@ impl Outbound for RequestStream<'_> {
             StreamState::Streaming(s) => s.send(&sse_event(id, message)).map_err(|_| Closed),
             _ => Err(Closed),
         }
+    }
+}
+
+/// The HTTP status of the chain's own refusals, the same on both revisions: a rate limit
+/// (429), a caller refused after authentication (403, e.g. a blocked principal), and the
+/// audit log unable to record the request (503).
+fn chain_status(code: ErrorCode) -> Option<u16> {
+    match code {
+        ErrorCode::RATE_LIMITED => Some(429),
+        ErrorCode::UNAUTHORIZED => Some(403),
+        ErrorCode::UNAVAILABLE => Some(503),
+        _ => None,
+    }
+}
+
+/// A JSON answer. The chain's refusals get their status and `Retry-After` (429 also
+/// RateLimit headers), so HTTP clients and proxies back off without reading the body;
+/// other errors get the status `revision_status` gives (the 2025 revision answers them
+/// with 200, the 2026 one with 400/404).
+pub fn json_answer(answer: Answer, revision_status: impl Fn(ErrorCode) -> u16) -> Response {
+    let status = answer.error.as_ref().map_or(200, |e| {
+        chain_status(e.code).unwrap_or_else(|| revision_status(e.code))
+    });
+    let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+    match status {
+        429 => {
+            let ms = answer
+                .error
+                .as_ref()
+                .and_then(|e| e.data.as_ref())
+                .and_then(|d| d["retry_after_ms"].as_u64());
+            let secs = ms.unwrap_or(1000).div_ceil(1000).max(1).to_string();
+            headers.push(("Retry-After".into(), secs.clone()));
+            headers.push(("RateLimit-Remaining".into(), "0".into()));
+            headers.push(("RateLimit-Reset".into(), secs));
+        }
+        503 => headers.push(("Retry-After".into(), "5".into())),
+        _ => {}
+    }
+    Response {
+        status,
+        headers,
+        body: answer.body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mreg_wire::jsonrpc::ErrorObject;
+    use serde_json::json;
+
+    fn answer(code: ErrorCode, data: Option<serde_json::Value>) -> Answer {
+        let mut e = ErrorObject::new(code, "x");
+        e.data = data;
+        Answer {
+            body: b"{}".to_vec(),
+            error: Some(e),
+        }
+    }
+
+    #[test]
+    fn chain_refusals_have_one_status_on_both_revisions() {
+        for revision in [|_| 200, |_| 400] as [fn(ErrorCode) -> u16; 2] {
+            let r = json_answer(
+                answer(
+                    ErrorCode::RATE_LIMITED,
+                    Some(json!({"retry_after_ms": 2500})),
+                ),
+                revision,
+            );
+            assert_eq!(r.status, 429);
+            assert!(
+                r.headers
+                    .contains(&("Retry-After".to_string(), "3".to_string()))
+            );
+            assert_eq!(
+                json_answer(answer(ErrorCode::UNAVAILABLE, None), revision).status,
+                503
+            );
+            assert_eq!(
+                json_answer(answer(ErrorCode::UNAUTHORIZED, None), revision).status,
+                403
+            );
+        }
+        assert_eq!(
+            json_answer(answer(ErrorCode::INVALID_PARAMS, None), |_| 200).status,
+            200
+        );
+        assert_eq!(
+            json_answer(
+                Answer {
+                    body: Vec::new(),
+                    error: None
+                },
+                |_| 400
+            )
+            .status,
+            200
+        );
     }
 }

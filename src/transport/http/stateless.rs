@@ -17,10 +17,10 @@ use crate::auth::principal::Principal;
 use crate::mcp::context::{Closed, Outbound};
 use crate::mcp::modern::subscriptions::Listen;
 use crate::mcp::modern::{self, Caller, RoutingHeaders, Served};
-use crate::mcp::server::{Answer, Server};
+use crate::mcp::server::Server;
 use crate::mcp::session::Transport;
 use crate::transport::http::conn::{DetachedStream, Request, Responder, Response};
-use crate::transport::http::reply::{Reply, RequestStream, sse_event, sse_headers};
+use crate::transport::http::reply::{Reply, RequestStream, json_answer, sse_event, sse_headers};
 
 /// The routing headers whose values must agree with the body.
 const ROUTING_HEADERS: [&str; 3] = ["mcp-protocol-version", "mcp-method", "mcp-name"];
@@ -29,9 +29,6 @@ const ROUTING_HEADERS: [&str; 3] = ["mcp-protocol-version", "mcp-method", "mcp-n
 pub fn status_for(code: ErrorCode) -> u16 {
     match code {
         ErrorCode::METHOD_NOT_FOUND => 404,
-        ErrorCode::RATE_LIMITED => 429,
-        // An authenticated caller refused by the chain (a blocked principal).
-        ErrorCode::UNAUTHORIZED => 403,
         ErrorCode::PARSE_ERROR | ErrorCode::INVALID_REQUEST | ErrorCode::INVALID_PARAMS => 400,
         c if c == modern::envelope::HEADER_MISMATCH
             || c == modern::envelope::MISSING_CLIENT_CAPABILITY
@@ -131,7 +128,7 @@ pub fn post(
         Arc::new(AtomicBool::new(false)),
     );
     match served {
-        Served::Answer(answer) => stream.finish(Some(answer), json_answer),
+        Served::Answer(answer) => stream.finish(Some(answer), |a| json_answer(a, status_for)),
         Served::Listen(l) => {
             let Some(reply) = stream.into_pending() else {
                 return;
@@ -160,29 +157,6 @@ pub fn post(
             }
         }
     }
-}
-
-/// A JSON answer with the status its error calls for (429 with Retry-After and
-/// RateLimit headers for a rate limit).
-fn json_answer(answer: Answer) -> Response {
-    let status = answer.error.as_ref().map_or(200, |e| status_for(e.code));
-    let mut resp = json_response(status, answer.body);
-    if status == 429 {
-        let secs = retry_after(answer.error.as_ref()).to_string();
-        resp.headers.push(("Retry-After".into(), secs.clone()));
-        resp.headers
-            .push(("RateLimit-Remaining".into(), "0".into()));
-        resp.headers.push(("RateLimit-Reset".into(), secs));
-    }
-    resp
-}
-
-fn retry_after(e: Option<&ErrorObject>) -> u64 {
-    let ms = e
-        .and_then(|e| e.data.as_ref())
-        .and_then(|d| d["retry_after_ms"].as_u64())
-        .unwrap_or(1000);
-    ms.div_ceil(1000).max(1)
 }
 
 /// A `subscriptions/listen` stream: an SSE response detached from the worker pool.
@@ -243,7 +217,15 @@ mod tests {
         assert_eq!(status_for(modern::envelope::HEADER_MISMATCH), 400);
         assert_eq!(status_for(modern::envelope::MISSING_CLIENT_CAPABILITY), 400);
         assert_eq!(status_for(modern::envelope::UNSUPPORTED_VERSION), 400);
-        assert_eq!(status_for(ErrorCode::UNAUTHORIZED), 403);
+        // The chain's refusals get the same status on both revisions (transport/http/reply.rs).
+        let refused = crate::mcp::server::Answer {
+            body: Vec::new(),
+            error: Some(ErrorObject::new(ErrorCode::UNAUTHORIZED, "blocked")),
+        };
+        assert_eq!(
+            crate::transport::http::reply::json_answer(refused, status_for).status,
+            403
+        );
         assert_eq!(status_for(ErrorCode::INTERNAL_ERROR), 200);
     }
 

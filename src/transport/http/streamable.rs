@@ -16,11 +16,10 @@ use crate::auth::principal::Principal;
 use crate::chain::AuthFailure;
 use crate::mcp::context::{Closed, Outbound};
 use crate::mcp::protocol;
-use crate::mcp::server::Answer;
 use crate::mcp::server::{Server, short};
 use crate::mcp::session::{Phase, Session, Transport};
 use crate::transport::http::conn::{DetachedStream, Handler, Request, Responder, Response};
-use crate::transport::http::reply::{Reply, RequestStream, sse_event, sse_headers};
+use crate::transport::http::reply::{Reply, RequestStream, json_answer, sse_event, sse_headers};
 
 pub const MCP_PATH: &str = "/mcp";
 
@@ -257,7 +256,7 @@ impl McpHttp {
             Message::Request(r) => {
                 let stream = RequestStream::new(out, true);
                 let reply = self.server.handle_request(&session, r, &stream);
-                stream.finish(reply, json_answer);
+                stream.finish(reply, |a| json_answer(a, |_| 200));
             }
             other => {
                 self.server.handle(&session, other, &NoOutbound);
@@ -294,7 +293,7 @@ impl McpHttp {
                 body: Vec::new(),
             });
         };
-        let mut resp = json_answer(answer);
+        let mut resp = json_answer(answer, |_| 200);
         if session.phase() != Phase::New {
             self.server.sessions.insert(session.clone());
             resp.headers
@@ -446,48 +445,6 @@ impl McpHttp {
             None => Vec::new(),
         }
     }
-}
-
-/// A JSON answer; a rate-limit error becomes 429 with `Retry-After` and RateLimit
-/// headers, so HTTP clients and proxies back off without reading the body.
-fn json_answer(answer: Answer) -> Response {
-    let mut resp = Response {
-        status: 200,
-        headers: json_type(),
-        body: answer.body,
-    };
-    if let Some(e) = &answer.error
-        && e.code == ErrorCode::RATE_LIMITED
-    {
-        let ms = e
-            .data
-            .as_ref()
-            .and_then(|d| d["retry_after_ms"].as_u64())
-            .unwrap_or(1000);
-        let secs = ms.div_ceil(1000).max(1);
-        resp.status = 429;
-        resp.headers.push(("Retry-After".into(), secs.to_string()));
-        resp.headers
-            .push(("RateLimit-Remaining".into(), "0".into()));
-        resp.headers
-            .push(("RateLimit-Reset".into(), secs.to_string()));
-    } else if answer
-        .error
-        .as_ref()
-        .is_some_and(|e| e.code == ErrorCode::UNAUTHORIZED)
-    {
-        // An authenticated caller refused (blocked principal): forbidden, not 401.
-        resp.status = 403;
-    } else if answer
-        .error
-        .as_ref()
-        .is_some_and(|e| e.code == ErrorCode::UNAVAILABLE)
-    {
-        // Fail closed: the audit log cannot record the request.
-        resp.status = 503;
-        resp.headers.push(("Retry-After".into(), "5".into()));
-    }
-    resp
 }
 
 fn json_type() -> Vec<(String, String)> {
