@@ -163,7 +163,7 @@ fn every_answered_request_survives_kill_9() {
                     let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/list"}).to_string();
                     let r = std::panic::catch_unwind(|| mcp_post(addr, Some(&sid), &[], &body));
                     match r {
-                        Ok(r) if r.status == 200 => answered.push(format!("\"{id}\"")),
+                        Ok(r) if r.status == 200 => answered.push(id),
                         _ => break,
                     }
                 }

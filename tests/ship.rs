@@ -96,7 +96,7 @@ fn marker(addr: std::net::SocketAddr, id: &str) -> String {
     let sid = mcp_session(addr);
     let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"}).to_string();
     assert_eq!(mcp_post(addr, Some(&sid), &[], &body).status, 200);
-    format!("\"{id}\"")
+    id.to_string()
 }
 
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {

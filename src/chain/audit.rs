@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use mreg_wire::jsonrpc::{ErrorCode, ErrorObject};
+use mreg_wire::jsonrpc::{ErrorCode, ErrorObject, Id};
 
 use crate::audit::{AuditDraft, AuditLog, digest_args};
 use crate::chain::{Call, Decision, Middleware, Next, Outcome};
@@ -65,7 +65,11 @@ impl Audit {
             None => decision_of(outcome),
         };
         let mut d = AuditDraft::new(call.transport.as_str(), call.method, decision);
-        d.request_id = call.request_id.map(|id| id.to_string());
+        // The id as the client sent it (Display quotes string ids, for logs).
+        d.request_id = call.request_id.map(|id| match id {
+            Id::Str(s) => s.chars().take(256).collect(),
+            Id::Num(n) => n.to_string(),
+        });
         d.session = call.session.map(|s| s.id.chars().take(8).collect());
         d.peer = call.peer.map(str::to_string);
         if let Some(p) = call.principal() {

@@ -31,6 +31,9 @@ pub const BUCKETS_US: [u64; 14] = [
     u64::MAX,
 ];
 
+/// Distinct (method, outcome) labels kept at most.
+const MAX_LABELS: usize = 64;
+
 #[derive(Default)]
 pub struct Metrics {
     by_method: Mutex<BTreeMap<(String, &'static str), u64>>,
@@ -57,17 +60,17 @@ impl Metrics {
             .unwrap_or(BUCKETS_US.len() - 1);
         self.latency[i].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
-        // Unknown methods share one label so a client cannot grow the map.
-        let method = if method.len() <= 40 && method.bytes().all(|b| b.is_ascii_graphic()) {
+        // Labels are bounded: a client sending ever new method names must not grow the
+        // map, so past MAX_LABELS (and for odd names) everything new counts as "other".
+        let mut map = self.by_method.lock();
+        let sane = method.len() <= 40 && method.bytes().all(|b| b.is_ascii_graphic());
+        let known = sane && map.contains_key(&(method.to_string(), outcome));
+        let method = if known || (sane && map.len() < MAX_LABELS) {
             method
         } else {
             "other"
         };
-        *self
-            .by_method
-            .lock()
-            .entry((method.to_string(), outcome))
-            .or_default() += 1;
+        *map.entry((method.to_string(), outcome)).or_default() += 1;
     }
 
     pub fn total(&self) -> u64 {
@@ -165,5 +168,10 @@ mod tests {
         assert_eq!(s["by_method"]["tools/call"]["ok"], 98);
         assert_eq!(s["by_method"]["other"]["ok"], 1);
         assert_eq!(s["by_outcome"]["error"], 1);
+        for i in 0..1000 {
+            m.record(&format!("made/up/{i}"), "error", 10);
+        }
+        assert!(m.by_method.lock().len() <= MAX_LABELS + 1);
+        assert_eq!(m.total(), 1100);
     }
 }
