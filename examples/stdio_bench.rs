@@ -2,7 +2,10 @@
 //! measures `tools/call` round trips sequentially (one in flight) and pipelined (all
 //! written at once, answers counted as they come). Works against any MCP server.
 //!
-//!   cargo run --release --example stdio_bench -- [--calls N] [--tool NAME] -- CMD [ARGS...]
+//! Prints one JSON line: calls/s both ways and the start-up time, from spawning the
+//! command to the initialize answer.
+//!
+//!   cargo run --release --example stdio_bench -- [--calls N] [--tool NAME] [--args JSON] -- CMD [ARGS...]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -13,7 +16,7 @@ fn main() {
     let split = args
         .iter()
         .position(|a| a == "--")
-        .expect("usage: stdio_bench [--calls N] [--tool NAME] -- CMD [ARGS...]");
+        .expect("usage: stdio_bench [--calls N] [--tool NAME] [--args JSON] -- CMD [ARGS...]");
     let (opts, cmd) = (&args[..split], &args[split + 1..]);
     let opt = |name: &str| {
         opts.iter()
@@ -25,6 +28,8 @@ fn main() {
         .map(|c| c.parse().expect("--calls N"))
         .unwrap_or(5000);
     let tool = opt("--tool").unwrap_or_else(|| "_get_authentication_info".into());
+    let arguments = opt("--args").unwrap_or_else(|| "{}".into());
+    let spawned = Instant::now();
     let mut child = Command::new(&cmd[0])
         .args(&cmd[1..])
         .stdin(Stdio::piped())
@@ -49,13 +54,14 @@ fn main() {
         r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"stdio_bench","version":"1"}}}"#,
         &mut line,
     );
+    let startup = spawned.elapsed();
     assert!(line.contains("\"result\""), "initialize failed: {line}");
     stdin
         .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
         .expect("write");
     let call = |id: usize| {
         format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{arguments}}}}}"#
         )
     };
 
@@ -88,6 +94,7 @@ fn main() {
     let _ = child.kill();
     let _ = child.wait();
     println!(
-        "{{\"calls\":{calls},\"sequential_per_s\":{sequential:.0},\"pipelined_per_s\":{pipelined:.0}}}"
+        "{{\"calls\":{calls},\"sequential_per_s\":{sequential:.0},\"pipelined_per_s\":{pipelined:.0},\"startup_ms\":{:.2}}}",
+        startup.as_secs_f64() * 1e3
     );
 }

@@ -9,7 +9,9 @@ if sid and sid ~= "" then wrk.headers["Mcp-Session-Id"] = sid end
 local token = os.getenv("MCP_TOKEN")
 if token and token ~= "" then wrk.headers["Authorization"] = "Bearer " .. token end
 local tool = os.getenv("MCP_TOOL") or "_get_authentication_info"
-wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"' .. tool .. '","arguments":{}}}'
+local args = os.getenv("MCP_ARGS")
+if not args or args == "" then args = "{}" end
+wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"' .. tool .. '","arguments":' .. args .. '}}'
 
 function done(summary, latency, requests)
   local errors = summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout

@@ -26,13 +26,15 @@ use crate::store::schema::{
 };
 
 /// Batch mode: the writer starts early when this many records are queued.
-const HIGH_WATER: usize = 4096;
+const HIGH_WATER: usize = 512;
 /// Batch mode: most records written per group, so a flush comes at least every
 /// few tens of milliseconds even under overload.
-const MAX_GROUP: usize = 4096;
+const MAX_GROUP: usize = 1024;
 /// Batch mode: appends wait while this many records are queued (what a killed process
-/// can lose at most, besides the group being written).
-const MAX_QUEUED: usize = 16_384;
+/// can lose at most, besides the group being written). Measured with 16 connections:
+/// 16,384 held ~130 MB and gave a 50 ms p99 at the same requests/s as 2,048 (53 MB,
+/// 17 ms): the writer sets the pace either way.
+const MAX_QUEUED: usize = 2048;
 /// Batch mode: after a failed write, wait at least this long before retrying.
 const RETRY_INTERVAL: Duration = Duration::from_millis(50);
 
