@@ -1,4 +1,5 @@
-//! The HTTP/1.1 server over `std::net`: one acceptor thread, a fixed pool of worker threads,
+//! The HTTP/1.1 server over `std::net`: one acceptor thread, a bounded pool of worker threads
+//! (started as connections need them, stopped again after idling for a while),
 //! bounded connections with eviction of idle ones under pressure, deadlines on every read,
 //! and request framing (heads and bodies) through `mreg_wire::http`.
 //!
@@ -43,8 +44,11 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    /// Worker threads (fixed); each serves one connection at a time.
+    /// Most worker threads; each serves one connection at a time. Two run while idle;
+    /// more start when a connection finds none free.
     pub workers: usize,
+    /// A worker beyond the idle two stops after this long without a connection.
+    pub worker_idle_exit: Duration,
     /// Open connections (queued, served, detached) beyond which idle ones are evicted.
     pub max_connections: usize,
     pub head: HeadLimits,
@@ -65,6 +69,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             workers: 16,
+            worker_idle_exit: Duration::from_secs(30),
             max_connections: 256,
             head: HeadLimits::default(),
             max_body_bytes: 4 * 1024 * 1024,
@@ -123,6 +128,8 @@ pub struct Stats {
     pub queued: usize,
     /// Workers holding a connection.
     pub busy_workers: usize,
+    /// Worker threads running (the pool grows and shrinks with demand).
+    pub workers: usize,
     pub detached: usize,
     pub accepted: u64,
     /// Refused with 503.
@@ -134,14 +141,17 @@ pub struct Stats {
 /// A running server; [`shutdown`](Self::shutdown) (or dropping it) stops it.
 #[must_use = "dropping the handle shuts the server down"]
 pub struct ServerHandle {
-    registry: Arc<Registry>,
+    ctx: Arc<Ctx>,
     addr: SocketAddr,
     acceptor: Option<JoinHandle<()>>,
-    workers: Vec<JoinHandle<()>>,
     shutdown_timeout: Duration,
+    stopped: bool,
 }
 
-/// Start serving `listener` with `cfg.workers` workers.
+/// Workers kept running while idle; the pool grows to `cfg.workers` under load.
+const MIN_WORKERS: usize = 2;
+
+/// Start serving `listener` with up to `cfg.workers` workers.
 pub fn serve(
     listener: TcpListener,
     cfg: HttpConfig,
@@ -149,25 +159,28 @@ pub fn serve(
 ) -> io::Result<ServerHandle> {
     listener.set_nonblocking(false)?;
     let addr = listener.local_addr()?;
-    let registry = Arc::new(Registry::new(cfg.max_connections));
-    let mut handle = ServerHandle {
-        registry: registry.clone(),
-        addr,
-        acceptor: None,
-        workers: Vec::new(),
-        shutdown_timeout: cfg.shutdown_timeout,
-    };
+    let registry = Arc::new(Registry::new(
+        cfg.max_connections,
+        MIN_WORKERS,
+        cfg.workers,
+        cfg.worker_idle_exit,
+    ));
     let ctx = Arc::new(Ctx {
         registry,
         handler,
+        workers: parking_lot::Mutex::new(Vec::new()),
+        next_worker: std::sync::atomic::AtomicUsize::new(0),
         cfg,
     });
-    for i in 0..ctx.cfg.workers.max(1) {
-        let ctx = ctx.clone();
-        let worker = thread::Builder::new()
-            .name(format!("http-worker-{i}"))
-            .spawn(move || worker_loop(&ctx))?; // on error `handle` drops: stops the others
-        handle.workers.push(worker);
+    let mut handle = ServerHandle {
+        ctx: ctx.clone(),
+        addr,
+        acceptor: None,
+        shutdown_timeout: ctx.cfg.shutdown_timeout,
+        stopped: false,
+    };
+    for _ in 0..ctx.registry.min_workers() {
+        spawn_worker(&ctx)?; // on error `handle` drops: stops the others
     }
     let acceptor = thread::Builder::new()
         .name("http-accept".to_owned())
@@ -183,7 +196,7 @@ impl ServerHandle {
     }
 
     pub fn stats(&self) -> Stats {
-        self.registry.stats()
+        self.ctx.registry.stats()
     }
 
     /// Stop accepting, close idle connections, let in-flight requests finish (up to
@@ -194,21 +207,24 @@ impl ServerHandle {
     }
 
     fn stop(&mut self) {
-        if self.acceptor.is_none() && self.workers.is_empty() {
+        if std::mem::replace(&mut self.stopped, true) {
             return;
         }
-        self.registry.begin_shutdown();
+        let registry = &self.ctx.registry;
+        registry.begin_shutdown();
         if let Some(acceptor) = self.acceptor.take() {
             wake_acceptor(self.addr);
             join_by(acceptor, Instant::now() + Duration::from_secs(2));
         }
+        // No worker starts after the acceptor stopped.
+        let workers = std::mem::take(&mut *self.ctx.workers.lock());
         let grace = Instant::now() + self.shutdown_timeout;
-        while Instant::now() < grace && self.workers.iter().any(|w| !w.is_finished()) {
+        while Instant::now() < grace && workers.iter().any(|w| !w.is_finished()) {
             thread::sleep(Duration::from_millis(5));
         }
-        self.registry.close_all();
+        registry.close_all();
         let deadline = Instant::now() + Duration::from_secs(1);
-        for worker in self.workers.drain(..) {
+        for worker in workers {
             join_by(worker, deadline);
         }
         log::info!("http: server on {} stopped", self.addr);
@@ -253,7 +269,25 @@ fn wake_acceptor(addr: SocketAddr) {
 struct Ctx {
     registry: Arc<Registry>,
     handler: Arc<dyn Handler>,
+    /// Every worker started and not yet found finished.
+    workers: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    next_worker: std::sync::atomic::AtomicUsize,
     cfg: HttpConfig,
+}
+
+/// Start one worker (already counted live by the registry).
+fn spawn_worker(ctx: &Arc<Ctx>) -> io::Result<()> {
+    let n = ctx
+        .next_worker
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let worker_ctx = ctx.clone();
+    let worker = thread::Builder::new()
+        .name(format!("http-worker-{n}"))
+        .spawn(move || worker_loop(&worker_ctx))?;
+    let mut workers = ctx.workers.lock();
+    workers.retain(|w| !w.is_finished());
+    workers.push(worker);
+    Ok(())
 }
 
 /// Logs a warning at most once per [`ACCEPT_WARN_EVERY`], counting the ones it skips.
@@ -278,7 +312,7 @@ impl WarnLimiter {
     }
 }
 
-fn accept_loop(listener: &TcpListener, ctx: &Ctx) {
+fn accept_loop(listener: &TcpListener, ctx: &Arc<Ctx>) {
     let mut limiter = WarnLimiter {
         last: None,
         suppressed: 0,
@@ -295,7 +329,15 @@ fn accept_loop(listener: &TcpListener, ctx: &Ctx) {
                 let deadline = Instant::now() + ctx.cfg.head_timeout;
                 log::debug!("http: accepted {peer}");
                 match ctx.registry.admit(stream, peer, deadline) {
-                    Admission::Queued => {}
+                    Admission::Queued {
+                        spawn_worker: false,
+                    } => {}
+                    Admission::Queued { spawn_worker: true } => {
+                        if let Err(e) = spawn_worker(ctx) {
+                            ctx.registry.worker_not_started();
+                            limiter.warn("cannot start another worker", &e);
+                        }
+                    }
                     Admission::Rejected(stream) => {
                         log::debug!("http: rejecting {peer}: too many connections");
                         reject(&stream);

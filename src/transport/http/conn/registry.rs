@@ -65,7 +65,9 @@ pub(super) struct Conn {
 
 /// What the acceptor should do with a new connection.
 pub(super) enum Admission {
-    Queued,
+    /// Queued; with `spawn_worker`, no worker is free and the pool may grow by one (the
+    /// caller starts it, or calls [`Registry::worker_not_started`]).
+    Queued { spawn_worker: bool },
     /// Over the cap with nothing evictable: answer 503 and close.
     Rejected(TcpStream),
     /// The socket could not be cloned (out of file descriptors): answer 503 and close.
@@ -86,6 +88,8 @@ struct Inner {
     doomed: usize,
     waiting_workers: usize,
     active_workers: usize,
+    /// Worker threads running or about to start.
+    live_workers: usize,
     shutting_down: bool,
     accepted: u64,
     rejected: u64,
@@ -96,6 +100,11 @@ pub(super) struct Registry {
     inner: Mutex<Inner>,
     cv: Condvar,
     max_connections: usize,
+    /// The pool grows on demand up to `max_workers` and shrinks back to `min_workers`.
+    min_workers: usize,
+    max_workers: usize,
+    /// A worker beyond `min_workers` that has had nothing to do for this long stops.
+    idle_exit: Duration,
 }
 
 #[derive(PartialEq)]
@@ -122,12 +131,36 @@ fn pending_input(stream: &TcpStream) -> Pending {
 }
 
 impl Registry {
-    pub fn new(max_connections: usize) -> Self {
+    /// A registry whose pool starts with `min_workers` live workers (the caller starts
+    /// them) and may grow to `max_workers`.
+    pub fn new(
+        max_connections: usize,
+        min_workers: usize,
+        max_workers: usize,
+        idle_exit: Duration,
+    ) -> Self {
+        let max_workers = max_workers.max(1);
+        let min_workers = min_workers.clamp(1, max_workers);
         Registry {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                live_workers: min_workers,
+                ..Inner::default()
+            }),
             cv: Condvar::new(),
             max_connections: max_connections.max(1),
+            min_workers,
+            max_workers,
+            idle_exit,
         }
+    }
+
+    pub fn min_workers(&self) -> usize {
+        self.min_workers
+    }
+
+    /// A worker that [`Admission::Queued`] asked for could not be started.
+    pub fn worker_not_started(&self) {
+        self.inner.lock().live_workers -= 1;
     }
 
     /// Register a freshly accepted connection and queue it for a worker, evicting the
@@ -142,6 +175,7 @@ impl Registry {
         };
         let now = Instant::now();
         let victim;
+        let spawn_worker;
         {
             let mut g = self.inner.lock();
             if g.shutting_down {
@@ -150,7 +184,9 @@ impl Registry {
             g.accepted += 1;
             let open = g.conns.len() - g.doomed;
             let over = open >= self.max_connections;
-            let starved = g.waiting_workers <= g.queue.len();
+            let no_free_worker = g.waiting_workers <= g.queue.len();
+            let can_grow = g.live_workers < self.max_workers;
+            let starved = no_free_worker && !can_grow;
             victim = if over || starved {
                 g.pick_victim(now, if over { Duration::ZERO } else { STARVE_GRACE })
             } else {
@@ -162,6 +198,10 @@ impl Registry {
             }
             if victim.is_some() {
                 g.evicted += 1;
+            }
+            spawn_worker = no_free_worker && can_grow;
+            if spawn_worker {
+                g.live_workers += 1;
             }
             let id = g.next_id;
             g.next_id += 1;
@@ -200,15 +240,17 @@ impl Registry {
             }
             None => {}
         }
-        Admission::Queued
+        Admission::Queued { spawn_worker }
     }
 
     /// Block until a queued connection is available (preferring one that has sent
-    /// something); `None` once shutting down.
+    /// something); `None` when the worker should stop: shutting down, or idle for
+    /// `idle_exit` while the pool is above its minimum.
     pub fn next(&self) -> Option<Conn> {
         let mut g = self.inner.lock();
         loop {
             if g.shutting_down {
+                g.live_workers -= 1;
                 return None;
             }
             if let Some(conn) = g.take_queued() {
@@ -217,8 +259,12 @@ impl Registry {
                 return Some(conn);
             }
             g.waiting_workers += 1;
-            self.cv.wait(&mut g);
+            let idle = self.cv.wait_for(&mut g, self.idle_exit).timed_out();
             g.waiting_workers -= 1;
+            if idle && g.queue.is_empty() && g.live_workers > self.min_workers {
+                g.live_workers -= 1;
+                return None;
+            }
         }
     }
 
@@ -342,6 +388,7 @@ impl Registry {
             open_connections: g.conns.len(),
             queued: g.queue.len(),
             busy_workers: g.active_workers,
+            workers: g.live_workers,
             detached: g
                 .conns
                 .values()

@@ -467,3 +467,44 @@ fn shutdown_closes_idle_connections_and_joins() {
     assert!(closed(&mut silent));
     assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err());
 }
+
+/// Sends a GET on `c` and returns the status line.
+fn status_of_get(c: &mut BufReader<TcpStream>, request: &[u8]) -> String {
+    c.get_mut().write_all(request).unwrap();
+    let mut status = String::new();
+    c.read_line(&mut status).unwrap();
+    status
+}
+
+#[test]
+fn the_pool_grows_with_connections_and_shrinks_when_idle() {
+    let server = start(
+        HttpConfig {
+            workers: 6,
+            worker_idle_exit: Duration::from_millis(300),
+            ..cfg()
+        },
+        app,
+    );
+    assert_eq!(server.stats().workers, 2, "two workers while idle");
+    // Ten keep-alive clients, six answered once and kept open: every held connection
+    // needs a worker, so the pool grows to its maximum and no further.
+    let mut clients: Vec<_> = (0..10).map(|_| connect(&server)).collect();
+    for c in clients.iter_mut().take(6) {
+        let status = status_of_get(c, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    }
+    assert_eq!(server.stats().workers, 6);
+    drop(clients);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().workers > 2 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.stats().workers, 2, "back to two once idle");
+    // A new client is still served after the pool shrank.
+    let status = status_of_get(
+        &mut connect(&server),
+        b"GET /y HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+}
