@@ -437,6 +437,7 @@ pub fn status_source(
                 "enabled": audit.is_some(),
                 "last_seq": last_seq,
                 "last_verification": checks.lock().clone(),
+                "writes": audit.as_ref().map(|log| log.write_stats()),
             },
             "database": { "size_on_disk_bytes": store.size_on_disk(), "free_bytes": store.free_bytes() },
             "jwks": identity.read().as_ref().map(|i| i.jwks_status(now_ms() / 1000)),

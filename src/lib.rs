@@ -10,6 +10,7 @@ pub mod auth;
 pub mod chain;
 pub mod config;
 pub mod data;
+pub mod histogram;
 pub mod mcp;
 pub mod oauth;
 pub mod ship;

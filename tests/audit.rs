@@ -153,6 +153,12 @@ fn concurrent_durable_appends_are_unique_contiguous_and_verify() {
         (1200, Some(1), Some(1200))
     );
     assert_eq!(report.anchor_seq, Some(1200));
+    // Every record counted once, in at most as many group writes.
+    let stats = log.write_stats();
+    assert_eq!(stats["records"], 1200);
+    let groups = stats["groups"].as_u64().unwrap();
+    assert!((1..=1200).contains(&groups), "{stats}");
+    assert!(stats["duration_us"]["p50"].as_u64().is_some(), "{stats}");
     // What was stored is bounded and redacted.
     let r = record(&db, 7);
     assert_eq!(r.session.as_deref(), Some("5f1c9a7e"));

@@ -269,6 +269,19 @@ impl AuditLog {
         self.shared.append(draft)
     }
 
+    /// Group writes since start: how many, their records, and how long writing and
+    /// flushing each took (the floor of a durable request's latency).
+    pub fn write_stats(&self) -> serde_json::Value {
+        let writes = &self.shared.group_writes;
+        serde_json::json!({
+            "groups": writes.count(),
+            "records": self.shared.records_written.load(std::sync::atomic::Ordering::Relaxed),
+            "duration_us": writes.quantiles(),
+            "duration_buckets_us": writes.buckets(),
+            "duration_sum_us": writes.sum_us(),
+        })
+    }
+
     /// Returns once every record queued before the call is on disk.
     pub fn sync(&self) -> Result<(), AuditError> {
         self.shared.sync()

@@ -13,6 +13,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::histogram::Histogram;
 
 use crate::audit::files::{self, AnchorFile};
 use crate::audit::prune::{self, CheckpointState};
@@ -58,6 +61,9 @@ pub(crate) struct Shared {
     /// Wakes Batch appends waiting for room in a full queue.
     space: Condvar,
     subscribers: Mutex<Vec<SyncSender<AuditRecord>>>,
+    /// Time to write and flush each group (what a durable request waits for at least).
+    pub(crate) group_writes: Histogram,
+    pub(crate) records_written: AtomicU64,
 }
 
 struct Queue {
@@ -167,6 +173,8 @@ impl Shared {
             wake: Condvar::new(),
             space: Condvar::new(),
             subscribers: Mutex::new(Vec::new()),
+            group_writes: Histogram::default(),
+            records_written: AtomicU64::new(0),
         };
         Ok((shared, head))
     }
@@ -576,6 +584,7 @@ impl Writer {
         if self.shared.fail.writes_fail() {
             return Err("write failed: injected failure".into());
         }
+        let started = Instant::now();
         let mut batch = sled::Batch::default();
         for sealed in records {
             batch.insert(&audit_key(sealed.record.seq), sealed.bytes.as_slice());
@@ -601,6 +610,13 @@ impl Writer {
             }
             return Err(format!("flush failed: {e}"));
         }
+        let shared = &self.shared;
+        shared
+            .group_writes
+            .record(started.elapsed().as_micros() as u64);
+        shared
+            .records_written
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 

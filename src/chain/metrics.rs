@@ -3,7 +3,6 @@
 //! admin snapshot and the dashboard.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -12,24 +11,7 @@ use serde_json::{Value, json};
 use mreg_wire::jsonrpc::ErrorCode;
 
 use crate::chain::{Call, Middleware, Next, Outcome};
-
-/// Upper bounds of the latency buckets, in microseconds.
-pub const BUCKETS_US: [u64; 14] = [
-    50,
-    100,
-    250,
-    500,
-    1_000,
-    2_500,
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    1_000_000,
-    u64::MAX,
-];
+use crate::histogram::Histogram;
 
 /// Distinct (method, outcome) labels kept at most.
 const MAX_LABELS: usize = 64;
@@ -37,9 +19,7 @@ const MAX_LABELS: usize = 64;
 #[derive(Default)]
 pub struct Metrics {
     by_method: Mutex<BTreeMap<(String, &'static str), u64>>,
-    latency: [AtomicU64; 14],
-    latency_sum_us: AtomicU64,
-    total: AtomicU64,
+    latency: Histogram,
 }
 
 fn outcome_label(o: &Outcome) -> &'static str {
@@ -53,13 +33,7 @@ fn outcome_label(o: &Outcome) -> &'static str {
 
 impl Metrics {
     pub fn record(&self, method: &str, outcome: &'static str, micros: u64) {
-        self.total.fetch_add(1, Ordering::Relaxed);
-        let i = BUCKETS_US
-            .iter()
-            .position(|b| micros <= *b)
-            .unwrap_or(BUCKETS_US.len() - 1);
-        self.latency[i].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
+        self.latency.record(micros);
         // Labels are bounded: a client sending ever new method names must not grow the
         // map, so past MAX_LABELS (and for odd names) everything new counts as "other".
         let mut map = self.by_method.lock();
@@ -74,38 +48,12 @@ impl Metrics {
     }
 
     pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
-    }
-
-    /// (bucket upper bound in µs, requests in that bucket), for each of [`BUCKETS_US`].
-    pub fn histogram(&self) -> Vec<(u64, u64)> {
-        BUCKETS_US
-            .iter()
-            .zip(&self.latency)
-            .map(|(b, c)| (*b, c.load(Ordering::Relaxed)))
-            .collect()
+        self.latency.count()
     }
 
     /// The `q`-quantile (0..1) of latency, as the upper bound of its bucket (µs).
     pub fn quantile_us(&self, q: f64) -> Option<u64> {
-        let counts: Vec<u64> = self
-            .latency
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let target = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= target {
-                return Some(BUCKETS_US[i]);
-            }
-        }
-        None
+        self.latency.quantile_us(q)
     }
 
     pub fn snapshot(&self) -> Value {
@@ -121,13 +69,9 @@ impl Metrics {
             "total": self.total(),
             "by_method": methods,
             "by_outcome": by_outcome,
-            "latency_us": {
-                "p50": self.quantile_us(0.50),
-                "p95": self.quantile_us(0.95),
-                "p99": self.quantile_us(0.99),
-            },
-            "latency_buckets_us": self.histogram(),
-            "latency_sum_us": self.latency_sum_us.load(Ordering::Relaxed),
+            "latency_us": self.latency.quantiles(),
+            "latency_buckets_us": self.latency.buckets(),
+            "latency_sum_us": self.latency.sum_us(),
         })
     }
 }

@@ -90,6 +90,36 @@ impl Out {
             self.sample(name, &[], v);
         }
     }
+
+    /// A histogram in seconds from `[[upper bound µs, count], ...]` (the last bound
+    /// `u64::MAX` stands for +Inf) and a sum in µs, if `buckets` is such an array.
+    fn histogram(&mut self, name: &str, help: &str, buckets: &Value, sum_us: &Value) {
+        let Some(buckets) = buckets.as_array() else {
+            return;
+        };
+        self.family(name, "histogram", help);
+        let mut cumulative = 0.0;
+        let mut saw_inf = false;
+        for b in buckets {
+            let (Some(le), Some(n)) = (b[0].as_u64(), b[1].as_f64()) else {
+                continue;
+            };
+            cumulative += n;
+            let le = if le == u64::MAX {
+                saw_inf = true;
+                "+Inf".to_string()
+            } else {
+                number(le as f64 / 1e6)
+            };
+            self.sample(&format!("{name}_bucket"), &[("le", &le)], cumulative);
+        }
+        if !saw_inf {
+            self.sample(&format!("{name}_bucket"), &[("le", "+Inf")], cumulative);
+        }
+        let sum = sum_us.as_f64().unwrap_or(0.0) / 1e6;
+        self.sample(&format!("{name}_sum"), &[], sum);
+        self.sample(&format!("{name}_count"), &[], cumulative);
+    }
 }
 
 /// The Prometheus text for a status snapshot (see the module documentation).
@@ -127,35 +157,12 @@ pub fn render(snapshot: &Value) -> String {
         }
     }
 
-    if let Some(buckets) = requests["latency_buckets_us"].as_array() {
-        let name = "mreg_request_duration_seconds";
-        out.family(
-            name,
-            "histogram",
-            "Time from a request entering the chain to its answer.",
-        );
-        let mut cumulative = 0.0;
-        let mut saw_inf = false;
-        for b in buckets {
-            let (Some(le), Some(n)) = (b[0].as_u64(), b[1].as_f64()) else {
-                continue;
-            };
-            cumulative += n;
-            let le = if le == u64::MAX {
-                saw_inf = true;
-                "+Inf".to_string()
-            } else {
-                number(le as f64 / 1e6)
-            };
-            out.sample(&format!("{name}_bucket"), &[("le", &le)], cumulative);
-        }
-        if !saw_inf {
-            out.sample(&format!("{name}_bucket"), &[("le", "+Inf")], cumulative);
-        }
-        let sum = requests["latency_sum_us"].as_f64().unwrap_or(0.0) / 1e6;
-        out.sample(&format!("{name}_sum"), &[], sum);
-        out.sample(&format!("{name}_count"), &[], cumulative);
-    }
+    out.histogram(
+        "mreg_request_duration_seconds",
+        "Time from a request entering the chain to its answer.",
+        &requests["latency_buckets_us"],
+        &requests["latency_sum_us"],
+    );
 
     out.single(
         "mreg_rate_limited_total",
@@ -200,6 +207,19 @@ pub fn render(snapshot: &Value) -> String {
             (at / 1000.0).floor(),
         );
     }
+    let writes = &audit["writes"];
+    out.single(
+        "mreg_audit_records_written_total",
+        "counter",
+        "Audit records written to the database.",
+        &writes["records"],
+    );
+    out.histogram(
+        "mreg_audit_write_duration_seconds",
+        "Time to write and flush one group of audit records (a durable request waits at least this long).",
+        &writes["duration_buckets_us"],
+        &writes["duration_sum_us"],
+    );
 
     let db = &snapshot["database"];
     out.single(
@@ -395,6 +415,12 @@ mod tests {
                 "enabled": true,
                 "last_seq": 42,
                 "last_verification": { "at_ms": 1_700_000_000_500u64, "result": { "ok": true } },
+                "writes": {
+                    "groups": 3,
+                    "records": 40,
+                    "duration_buckets_us": [[250, 1], [500, 2], [u64::MAX, 0]],
+                    "duration_sum_us": 1_000,
+                },
             },
             "database": { "size_on_disk_bytes": 1024, "free_bytes": null },
             "jwks": {
@@ -427,6 +453,13 @@ mod tests {
             "mreg_audit_last_seq 42",
             "mreg_audit_verification_ok 1",
             "mreg_audit_verification_timestamp_seconds 1700000000",
+            "mreg_audit_records_written_total 40",
+            "# TYPE mreg_audit_write_duration_seconds histogram",
+            "mreg_audit_write_duration_seconds_bucket{le=\"0.00025\"} 1",
+            "mreg_audit_write_duration_seconds_bucket{le=\"0.0005\"} 3",
+            "mreg_audit_write_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "mreg_audit_write_duration_seconds_sum 0.001",
+            "mreg_audit_write_duration_seconds_count 3",
             "mreg_database_size_bytes 1024",
             "mreg_sessions{transport=\"http\"} 2",
             "mreg_jwks_keys{tenant=\"t1\"} 3",
