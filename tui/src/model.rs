@@ -84,7 +84,18 @@ pub struct Snapshot {
     pub blocked: Vec<String>,
     pub requests: Option<RequestTotals>,
     pub audit_last_seq: Option<u64>,
+    pub audit_writes: Option<AuditWrites>,
     pub jwks: Option<Value>,
+}
+
+/// The audit writer's group writes since the server started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditWrites {
+    pub groups: u64,
+    pub records: u64,
+    /// Write + flush time of one group, as bucket upper bounds (µs).
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
 }
 
 fn text(v: &Value, k: &str) -> String {
@@ -228,6 +239,23 @@ impl Snapshot {
                 .get("audit")
                 .and_then(|a| a.get("last_seq"))
                 .and_then(Value::as_u64),
+            audit_writes: v
+                .get("audit")
+                .and_then(|a| a.get("writes"))
+                .filter(|w| w.is_object())
+                .map(|w| {
+                    let quantile = |q| {
+                        w.get("duration_us")
+                            .and_then(|d| d.get(q))
+                            .and_then(Value::as_u64)
+                    };
+                    AuditWrites {
+                        groups: num(w, "groups"),
+                        records: num(w, "records"),
+                        p50_us: quantile("p50"),
+                        p99_us: quantile("p99"),
+                    }
+                }),
             jwks: v.get("jwks").filter(|j| !j.is_null()).cloned(),
         }
     }
@@ -284,7 +312,8 @@ mod tests {
     fn decodes_the_coming_fields() {
         let v = json!({
             "requests": {"total": 10, "by_outcome": {"allowed": 7, "denied": 3}},
-            "audit": {"last_seq": 99},
+            "audit": {"last_seq": 99, "writes": {"groups": 4, "records": 10,
+                "duration_us": {"p50": 250, "p95": 500, "p99": 1000}}},
             "jwks": {"keys": 2},
             "callers": [{"principal": "t/u", "transport": "http", "client": "py",
                 "protocol_version": "2026-07-28", "requests": 4, "idle_ms": 1}],
@@ -293,6 +322,15 @@ mod tests {
         assert_eq!(s.requests.as_ref().unwrap().total, 10);
         assert_eq!(s.requests.unwrap().by_outcome[1], ("denied".to_string(), 3));
         assert_eq!(s.audit_last_seq, Some(99));
+        assert_eq!(
+            s.audit_writes,
+            Some(AuditWrites {
+                groups: 4,
+                records: 10,
+                p50_us: Some(250),
+                p99_us: Some(1000)
+            })
+        );
         assert!(s.jwks.is_some());
         let c = &s.clients[0];
         assert_eq!(

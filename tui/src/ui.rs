@@ -360,6 +360,24 @@ fn server_lines(app: &App) -> Vec<Line<'static>> {
         Some(seq) => lines.push(kv("audit", format!("last seq {seq}"))),
         None => lines.push(kv("audit", format!("last seq seen {}", app.last_seq))),
     }
+    if let Some(w) = s.audit_writes.filter(|w| w.groups > 0) {
+        let bound = |us: Option<u64>| match us {
+            Some(u64::MAX) | None => "-".to_string(),
+            Some(us) if us >= 1_000 => format!("{} ms", us / 1_000),
+            Some(us) => format!("{us} µs"),
+        };
+        lines.push(kv(
+            "flushes",
+            format!("p50 ≤{} p99 ≤{}", bound(w.p50_us), bound(w.p99_us)),
+        ));
+        lines.push(kv(
+            "grouped",
+            format!(
+                "{:.1} records per flush",
+                w.records as f64 / w.groups as f64
+            ),
+        ));
+    }
     if let Some(note) = &app.feed_note {
         lines.push(Line::from(Span::styled(
             note.clone(),

@@ -37,6 +37,8 @@ fn overview_shows_rates_sessions_uptime_and_jwks() {
             "stateless 1 recent callers",
             "uptime    1h02m",
             "JWKS      fetched 5m00s ago, keys 3",
+            "flushes   p50 ≤250 µs p99 ≤2 ms",
+            "grouped   1.5 records per flush",
             "q quit",
         ],
     );

@@ -69,7 +69,8 @@ pub fn snapshot() -> Snapshot {
         ],
         "blocked": ["evil/mallory"],
         "requests": {"total": 1234, "by_outcome": {"allowed": 1200, "denied": 20, "limited": 13, "error": 1}},
-        "audit": {"last_seq": 6},
+        "audit": {"last_seq": 6, "writes": {"groups": 4, "records": 6,
+            "duration_us": {"p50": 250, "p95": 1000, "p99": 2500}}},
         "jwks": {"keys": 3, "fetched_ms": NOW - 300_000},
     }))
 }
