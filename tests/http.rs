@@ -181,6 +181,40 @@ fn get_stream_carries_notifications_and_is_single() {
 }
 
 #[test]
+fn concurrent_get_streams_on_one_session_open_exactly_one() {
+    let dir = TempDir::new("http-get-race");
+    let srv = serve(&dir, &[]);
+    let a = srv.addr;
+    for _ in 0..10 {
+        let sid = mcp_session(a);
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let openers: Vec<_> = (0..2)
+            .map(|_| {
+                let (sid, barrier) = (sid.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let mut s = TcpStream::connect(a).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    barrier.wait();
+                    s.write_all(format!("GET /mcp HTTP/1.1\r\nHost: {a}\r\nAccept: text/event-stream\r\nMcp-Session-Id: {sid}\r\n\r\n").as_bytes()).unwrap();
+                    let mut buf = [0u8; 256];
+                    let n = s.read(&mut buf).unwrap();
+                    let status = String::from_utf8_lossy(&buf[..n])
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_string();
+                    (status, s) // the stream stays open until the socket is dropped
+                })
+            })
+            .collect();
+        let mut statuses: Vec<String> = openers.into_iter().map(|t| t.join().unwrap().0).collect();
+        statuses.sort();
+        assert_eq!(statuses, ["200", "409"], "session {sid}");
+    }
+    assert_eq!(srv.stop(), 0);
+}
+
+#[test]
 fn huge_declared_body_is_refused_without_reading_it() {
     let dir = TempDir::new("http-413");
     let srv = serve(&dir, &[]);

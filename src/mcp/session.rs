@@ -135,12 +135,19 @@ impl Session {
         *self.notifier.lock() = out;
     }
 
-    pub fn notifier(&self) -> Option<Arc<dyn Outbound>> {
-        self.notifier.lock().clone()
+    /// Installs `out` unless the session already has a notifier (one being opened
+    /// counts); true if installed. Two GET streams racing for one session: one wins.
+    pub fn set_notifier_if_none(&self, out: Arc<dyn Outbound>) -> bool {
+        let mut notifier = self.notifier.lock();
+        if notifier.is_some() {
+            return false;
+        }
+        *notifier = Some(out);
+        true
     }
 
-    pub fn has_notifier(&self) -> bool {
-        self.notifier.lock().is_some()
+    pub fn notifier(&self) -> Option<Arc<dyn Outbound>> {
+        self.notifier.lock().clone()
     }
 
     /// Registers a request in flight; the flag is set when the client cancels it.

@@ -347,7 +347,13 @@ impl McpHttp {
             Ok(s) => s,
             Err(resp) => return out.send(resp),
         };
-        if session.has_notifier() {
+        // The slot is taken before the 200 is written, so a second GET that arrives
+        // once the client has seen the first one's head is refused.
+        let notifier = Arc::new(SseNotifier {
+            stream: Mutex::new(SseStream::Opening),
+            events: AtomicU64::new(1),
+        });
+        if !session.set_notifier_if_none(notifier.clone()) {
             return out.send(json_error(
                 409,
                 ErrorCode::INVALID_REQUEST,
@@ -356,15 +362,16 @@ impl McpHttp {
         }
         match out.detach(200, sse_headers()) {
             Ok(stream) => {
-                let notifier = Arc::new(SseNotifier {
-                    stream: Mutex::new(Some(stream)),
-                    events: AtomicU64::new(1),
-                });
-                if notifier.write_raw(b": stream open\n\n").is_ok() {
-                    session.set_notifier(Some(notifier));
+                *notifier.stream.lock() = SseStream::Open(stream);
+                if notifier.write_raw(b": stream open\n\n").is_err() {
+                    session.set_notifier(None);
                 }
             }
-            Err(e) => log::debug!("GET stream not opened: {e}"),
+            Err(e) => {
+                *notifier.stream.lock() = SseStream::Closed;
+                session.set_notifier(None);
+                log::debug!("GET stream not opened: {e}");
+            }
         }
     }
 
@@ -560,21 +567,32 @@ impl Outbound for NoOutbound {
 
 /// The session's GET stream, used for messages not tied to a request.
 struct SseNotifier {
-    stream: Mutex<Option<DetachedStream>>,
+    stream: Mutex<SseStream>,
     events: AtomicU64,
+}
+
+enum SseStream {
+    /// Claimed for the session, head not written yet: messages are dropped, as they
+    /// would be before the client opened a stream.
+    Opening,
+    Open(DetachedStream),
+    Closed,
 }
 
 impl SseNotifier {
     fn write_raw(&self, bytes: &[u8]) -> Result<(), Closed> {
         let mut guard = self.stream.lock();
-        let Some(s) = guard.as_mut() else {
-            return Err(Closed);
-        };
-        if s.send(bytes).is_err() {
-            *guard = None;
-            return Err(Closed);
+        match &mut *guard {
+            SseStream::Opening => Ok(()),
+            SseStream::Closed => Err(Closed),
+            SseStream::Open(s) => {
+                if s.send(bytes).is_err() {
+                    *guard = SseStream::Closed;
+                    return Err(Closed);
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 }
 
