@@ -176,14 +176,17 @@ pub fn block(config: &Config, principal: &str, blocked: bool) -> i32 {
     }
 }
 
+/// The value after `--name` in `args`, if present.
+fn flag_value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
 /// `mreg data import --tenant T --collection C FILE.jsonl` and `mreg data list`.
 pub fn data(config: &Config, args: &[String]) -> i32 {
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let flag = |name: &str| flag_value(args, name);
     match args.first().map(String::as_str) {
         Some("list") => {
             let r = match via_admin(&config.data_dir, "GET", "/v1/data/list", b"") {
@@ -263,12 +266,7 @@ fn print_value((status, v): (u16, Value)) -> i32 {
 
 /// `mreg audit verify` and `mreg audit export [--since RFC3339-or-unix-ms] [--tenant T]`.
 pub fn audit(config: &Config, args: &[String]) -> i32 {
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let flag = |name: &str| flag_value(args, name);
     match args.first().map(String::as_str) {
         Some("verify") => {
             let (status, report) = match via_admin(&config.data_dir, "GET", "/v1/audit/verify", b"")
@@ -395,12 +393,7 @@ fn parse_time_ms(s: &str) -> Result<u64, String> {
 pub fn token(config: &Config, args: &[String]) -> i32 {
     const USAGE: &str =
         "usage: mreg token --role admin|user[,..] --tenant TENANT [--user NAME] [--ttl SECONDS]";
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let flag = |name: &str| flag_value(args, name);
     let (Some(roles), Some(tenant)) = (flag("--role"), flag("--tenant")) else {
         eprintln!("{USAGE}");
         return 2;

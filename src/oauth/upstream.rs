@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::digest::{SHA1_FOR_LEGACY_USE_ONLY, SHA256, digest};
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeyPair;
-use aws_lc_rs::signature::RSA_PKCS1_SHA256;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
@@ -192,18 +190,7 @@ impl CertCredential {
             "iat": now,
             "exp": now + 300,
         });
-        let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
-        let message = format!("{}.{}", b64(&header), b64(&claims));
-        let mut sig = vec![0u8; self.key.public_modulus_len()];
-        self.key
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &SystemRandom::new(),
-                message.as_bytes(),
-                &mut sig,
-            )
-            .expect("rsa signing with a loaded key");
-        format!("{message}.{}", URL_SAFE_NO_PAD.encode(sig))
+        crate::auth::dev::sign_rs256(&self.key, &header, &claims)
     }
 }
 
