@@ -2,19 +2,18 @@
 //! directory, so filesystem permissions are the access control (no token, no TCP port).
 //! It lets the CLI and the dashboard reach a running server that holds the database's
 //! exclusive lock: snapshots, a change feed, session revocation, principal blocking.
-//! tiny_http serves it: its known weaknesses (a thread per connection, unbounded bodies)
-//! matter only against hostile peers, and the only peers here are the server's own OS
-//! user.
+//! [`http`] serves it: one idle thread, bounded heads, bodies and time.
 
 pub mod audit;
 pub mod client;
+pub mod http;
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread;
 
 use serde_json::{Value, json};
 
@@ -24,7 +23,7 @@ use crate::mcp::server::Server;
 use crate::mcp::session::Session;
 
 /// Largest request body accepted on the admin socket.
-const MAX_BODY: u64 = 64 * 1024 * 1024;
+const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// A command handler: (method, path, query, body) → (status, JSON body).
 pub type Extension = dyn Fn(&str, &str, &str, &[u8]) -> Option<(u16, Value)> + Send + Sync;
@@ -239,42 +238,17 @@ impl Admin {
         }
     }
 
-    /// Starts listening on `DATA/admin/mreg.sock` with four handler threads.
+    /// Starts listening on `DATA/admin/mreg.sock` (see [`http`] for the bounds).
     pub fn start(self: Arc<Self>, data_dir: &Path) -> io::Result<PathBuf> {
         let sock = prepare_dir(data_dir)?;
-        let server = tiny_http::Server::http_unix(&sock)
+        let listener = UnixListener::bind(&sock)
             .map_err(|e| io::Error::other(format!("admin socket {}: {e}", sock.display())))?;
         fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))?;
-        let server = Arc::new(server);
-        for i in 0..4 {
-            let (server, admin) = (server.clone(), self.clone());
-            thread::Builder::new()
-                .name(format!("mreg-admin-{i}"))
-                .spawn(move || {
-                    for mut req in server.incoming_requests() {
-                        let url = req.url().to_string();
-                        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-                        let mut body = Vec::new();
-                        if req
-                            .as_reader()
-                            .take(MAX_BODY)
-                            .read_to_end(&mut body)
-                            .is_err()
-                        {
-                            continue;
-                        }
-                        let method = req.method().as_str().to_string();
-                        let (status, value) = admin.handle(&method, path, query, &body);
-                        let resp = tiny_http::Response::from_data(value.to_string().into_bytes())
-                            .with_status_code(status)
-                            .with_header(
-                                tiny_http::Header::from_bytes("Content-Type", "application/json")
-                                    .expect("static header"),
-                            );
-                        let _ = req.respond(resp);
-                    }
-                })?;
-        }
+        http::serve(
+            listener,
+            MAX_BODY,
+            Arc::new(move |method, path, query, body| self.handle(method, path, query, body)),
+        )?;
         log::info!("admin endpoint on {}", sock.display());
         Ok(sock)
     }

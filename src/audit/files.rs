@@ -64,14 +64,12 @@ pub(crate) fn create_key(dir: &Path) -> Result<AuditKey, AuditError> {
     let path = key_path(dir);
     let tmp = dir.join(format!("{KEY_FILE}.tmp"));
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| AuditError::KeyInvalid {
-        path: path.clone(),
-        reason: if e.raw_os_error().is_some() {
-            "the system random source failed"
-        } else {
-            "no system random source"
-        },
-    })?;
+    if !crate::crypto::try_fill_random(&mut bytes) {
+        return Err(AuditError::KeyInvalid {
+            path,
+            reason: "the system random source failed",
+        });
+    }
     let _ = fs::remove_file(&tmp);
     let mut file = OpenOptions::new()
         .write(true)

@@ -6,17 +6,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use aws_lc_rs::digest::{SHA256, digest};
-
 use super::principal::Principal;
 
 /// SHA-256 of a token: what the cache stores instead of the token.
 pub type TokenHash = [u8; 32];
 
 pub fn token_hash(token: &str) -> TokenHash {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
-    out
+    crate::crypto::sha256(&[token.as_bytes()])
 }
 
 #[derive(Debug, Clone)]

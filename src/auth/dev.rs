@@ -11,7 +11,6 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
@@ -72,7 +71,8 @@ impl DevIssuer {
             URL_SAFE_NO_PAD.encode(&public.n),
             URL_SAFE_NO_PAD.encode(&public.e),
         );
-        let thumb = hex(&digest(&SHA256, format!("{n}.{e}").as_bytes()).as_ref()[..8]);
+        let thumb =
+            crate::crypto::hex(&crate::crypto::sha256(&[format!("{n}.{e}").as_bytes()])[..8]);
         let kid = format!("dev-{thumb}");
         let authority = format!("mreg-dev://{thumb}");
         let mut set = KeySet::empty();
@@ -165,10 +165,6 @@ pub(crate) fn sign_rs256(
     )
     .expect("rsa signing with a loaded key");
     format!("{message}.{}", URL_SAFE_NO_PAD.encode(sig))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Reads the key, refusing a file that group or others may read.

@@ -88,14 +88,8 @@ pub struct HttpFetch {
 
 impl HttpFetch {
     pub fn new(timeout: Duration, proxy_from_env: bool) -> Self {
-        use ureq::tls::{TlsConfig, TlsProvider};
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = TlsConfig::builder()
-            .provider(TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(provider)
-            .build();
         let mut builder = ureq::Agent::config_builder()
-            .tls_config(tls)
+            .tls_config(crate::tls::client_config(None))
             .timeout_global(Some(timeout))
             .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
             .timeout_recv_response(Some(timeout))

@@ -9,9 +9,9 @@
 //! position `u64` big-endian ‖ the first 16 bytes of
 //! SHA-256(`mreg-cursor-v1` ‖ binding ‖ version ‖ kind ‖ position).
 
+use crate::crypto::sha256;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
 
 use mreg_wire::query::{Expr, OrderKey, order_by_text};
 
@@ -39,22 +39,24 @@ impl Binding {
     pub fn new(tenant: &str, collection: &str, filter: Option<&Expr>, order: &[OrderKey]) -> Self {
         let filter = filter.map(|f| f.to_string()).unwrap_or_default();
         let order = order_by_text(order);
-        let mut h = Sha256::new();
-        for part in [tenant, collection, filter.as_str(), order.as_str()] {
-            // Length-prefixed, so that no two different queries hash the same parts.
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
+        let parts = [tenant, collection, filter.as_str(), order.as_str()];
+        // Length-prefixed, so that no two different queries hash the same parts.
+        let lengths = parts.map(|p| (p.len() as u64).to_be_bytes());
+        let mut input: Vec<&[u8]> = Vec::with_capacity(8);
+        for (part, len) in parts.iter().zip(&lengths) {
+            input.push(len);
+            input.push(part.as_bytes());
         }
-        Binding(h.finalize().into())
+        Binding(sha256(&input))
     }
 
     fn tag(&self, kind: u8, pos: u64) -> [u8; TAG] {
-        let mut h = Sha256::new();
-        h.update(b"mreg-cursor-v1");
-        h.update(self.0);
-        h.update([VERSION, kind]);
-        h.update(pos.to_be_bytes());
-        let d = h.finalize();
+        let d = sha256(&[
+            b"mreg-cursor-v1",
+            &self.0,
+            &[VERSION, kind],
+            &pos.to_be_bytes(),
+        ]);
         let mut tag = [0u8; TAG];
         tag.copy_from_slice(&d[..TAG]);
         tag

@@ -85,7 +85,7 @@ impl ModernState {
             Some(k) => k,
             None => PROCESS_KEY.get_or_init(|| {
                 let mut k = [0u8; 32];
-                getrandom::fill(&mut k).expect("the OS random source is available");
+                crate::crypto::fill_random(&mut k);
                 k
             }),
         }

@@ -8,7 +8,6 @@
 //! be a public client and pass the same redirect URI rules as a registration.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -162,11 +161,8 @@ pub struct HttpFetch {
 impl HttpFetch {
     /// `roots`: PEM root certificates to trust instead of the web PKI.
     pub fn new(allow_private: bool, roots: Option<&[u8]>) -> Result<HttpFetch, String> {
-        use ureq::tls::{PemItem, RootCerts, TlsConfig, TlsProvider};
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut tls = TlsConfig::builder()
-            .provider(TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(provider);
+        use ureq::tls::{PemItem, RootCerts};
+        let mut trust = None;
         if let Some(pem) = roots {
             let certs: Vec<_> = ureq::tls::parse_pem(pem)
                 .filter_map(Result::ok)
@@ -178,10 +174,10 @@ impl HttpFetch {
             if certs.is_empty() {
                 return Err("no PEM certificate found".into());
             }
-            tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+            trust = Some(RootCerts::new_with_certs(&certs));
         }
         let config = ureq::Agent::config_builder()
-            .tls_config(tls.build())
+            .tls_config(crate::tls::client_config(trust))
             .timeout_global(Some(FETCH_TIMEOUT))
             .timeout_connect(Some(FETCH_TIMEOUT))
             .max_redirects(0)

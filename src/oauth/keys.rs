@@ -85,7 +85,7 @@ impl std::fmt::Debug for KeyRing {
 
 fn random(n: usize) -> Vec<u8> {
     let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).expect("the OS random source is available");
+    crate::crypto::fill_random(&mut b);
     b
 }
 

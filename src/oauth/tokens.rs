@@ -8,7 +8,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::keys::{KeyRing, Purpose};
 use crate::auth::principal::{Principal, Role, Source};
@@ -21,10 +20,7 @@ pub fn random_token(bytes: usize) -> String {
 
 /// Lowercase hex SHA-256: how codes, states and refresh secrets are stored.
 pub fn hash(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::crypto::sha256_hex(s.as_bytes())
 }
 
 /// Constant-time equality of two strings.
@@ -34,7 +30,7 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
 
 /// The S256 challenge of `verifier`.
 pub fn s256(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+    URL_SAFE_NO_PAD.encode(crate::crypto::sha256(&[verifier.as_bytes()]))
 }
 
 /// RFC 7636 §4.1: 43 to 128 characters of `[A-Za-z0-9-._~]`.

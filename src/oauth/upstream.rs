@@ -5,7 +5,6 @@
 //! error bodies become clear log messages (AADSTS code, first line, a hint); no
 //! secret, code or token ever appears in them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::digest::{SHA1_FOR_LEGACY_USE_ONLY, SHA256, digest};
@@ -274,14 +273,8 @@ impl Entra {
 }
 
 fn agent(timeout: Duration) -> ureq::Agent {
-    use ureq::tls::{TlsConfig, TlsProvider};
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(provider)
-        .build();
     ureq::Agent::config_builder()
-        .tls_config(tls)
+        .tls_config(crate::tls::client_config(None))
         .timeout_global(Some(timeout))
         .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
         .max_redirects(0)

@@ -27,7 +27,12 @@ pub fn delay(failures: u32, random: u32, retry_after: Option<Duration>) -> Durat
 
 /// A random `u32` for [`delay`]; a fixed value if the OS source fails (jitter only).
 pub fn random() -> u32 {
-    getrandom::u32().unwrap_or(u32::MAX / 2)
+    let mut b = [0u8; 4];
+    if crate::crypto::try_fill_random(&mut b) {
+        u32::from_le_bytes(b)
+    } else {
+        u32::MAX / 2
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::mcp::registry::{Tool, ToolOutput};
 use crate::tools::{Env, identity, no_arguments};
@@ -17,14 +16,14 @@ pub const NAME: &str = "_get_authentication_info";
 /// Random bytes from the OS, base64url encoded.
 pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).expect("the OS random source is available");
+    crate::crypto::fill_random(&mut buf);
     URL_SAFE_NO_PAD.encode(buf)
 }
 
 /// A PKCE pair: (verifier, S256 challenge).
 pub fn pkce_pair() -> (String, String) {
     let verifier = random_token(32);
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let challenge = crate::oauth::tokens::s256(&verifier);
     (verifier, challenge)
 }
 
@@ -143,7 +142,10 @@ mod tests {
     fn pkce_is_s256_of_the_verifier() {
         let (v, c) = pkce_pair();
         assert_eq!(v.len(), 43);
-        assert_eq!(c, URL_SAFE_NO_PAD.encode(Sha256::digest(v.as_bytes())));
+        assert_eq!(
+            c,
+            URL_SAFE_NO_PAD.encode(crate::crypto::sha256(&[v.as_bytes()]))
+        );
         assert_ne!(pkce_pair().0, v);
         assert_eq!(encode_component("a b/c"), "a%20b%2Fc");
     }

@@ -395,7 +395,7 @@ fn encode(s: &str) -> String {
 fn random_id() -> String {
     use base64::Engine;
     let mut b = [0u8; 18];
-    getrandom::fill(&mut b).unwrap();
+    mreg::crypto::fill_random(&mut b);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 

@@ -10,13 +10,11 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use mreg_wire::jsonrpc::ErrorObject;
 
-type HmacSha256 = Hmac<Sha256>;
+use crate::crypto::{hmac_sha256, hmac_sha256_verify, sha256};
 
 /// How long a client may take to answer an `input_required` result.
 pub const STATE_LIFETIME_SECS: u64 = 600;
@@ -42,13 +40,7 @@ fn digest(arguments: &Value) -> String {
         Value::Null => "{}".to_string(),
         v => v.to_string(),
     };
-    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
-}
-
-fn tag(key: &[u8], payload_b64: &str) -> HmacSha256 {
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
-    mac.update(payload_b64.as_bytes());
-    mac
+    URL_SAFE_NO_PAD.encode(sha256(&[canonical.as_bytes()]))
 }
 
 /// Signs `state` for `binding`, valid until `now_secs + STATE_LIFETIME_SECS`.
@@ -63,7 +55,7 @@ pub fn seal(key: &[u8], binding: &Binding<'_>, state: &Value, now_secs: u64) -> 
         "s": state,
     });
     let payload_b64 = URL_SAFE_NO_PAD.encode(payload.to_string());
-    let sig = URL_SAFE_NO_PAD.encode(tag(key, &payload_b64).finalize().into_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(hmac_sha256(key, &[payload_b64.as_bytes()]));
     format!("{payload_b64}.{sig}")
 }
 
@@ -85,9 +77,9 @@ pub fn open(
     let sig = URL_SAFE_NO_PAD
         .decode(sig_b64)
         .map_err(|_| refused("malformed"))?;
-    tag(key, payload_b64)
-        .verify_slice(&sig)
-        .map_err(|_| refused("integrity check failed"))?;
+    if !hmac_sha256_verify(key, &[payload_b64.as_bytes()], &sig) {
+        return Err(refused("integrity check failed"));
+    }
     let payload: Value = URL_SAFE_NO_PAD
         .decode(payload_b64)
         .ok()

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use mreg_wire::http::{ChunkedDecoder, Head, HeadError, HeadLimits, Version, parse_head};
 
 use registry::{Admission, Conn, Registry, State};
+pub(crate) use response::reason;
 pub use response::{ChunkedStream, DetachedStream, Responder, Response};
 use response::{Exchange, Outcome};
 

@@ -409,7 +409,7 @@ fn checked_status(status: u16) -> u16 {
     }
 }
 
-pub(super) fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",

@@ -1,0 +1,96 @@
+//! SHA-256, HMAC-SHA256, random bytes and hex, all from aws-lc: the one crypto library
+//! in the binary (it also verifies tokens and runs TLS).
+
+use aws_lc_rs::{constant_time, digest, hmac, rand};
+
+/// Fills `buf` from aws-lc's generator (seeded by the OS); `false` if that failed.
+#[must_use]
+pub fn try_fill_random(buf: &mut [u8]) -> bool {
+    rand::fill(buf).is_ok()
+}
+
+/// [`try_fill_random`] where a failure leaves nothing safe to do.
+pub fn fill_random(buf: &mut [u8]) {
+    assert!(try_fill_random(buf), "the system random source failed");
+}
+
+/// SHA-256 of the concatenation of `parts`.
+pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for part in parts {
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&sha256(&[bytes]))
+}
+
+/// HMAC-SHA256 under `key` of the concatenation of `parts`.
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, key));
+    for part in parts {
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
+/// Whether `tag` is the HMAC-SHA256 of `parts`, compared in constant time.
+pub fn hmac_sha256_verify(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
+    constant_time::verify_slices_are_equal(&hmac_sha256(key, parts), tag).is_ok()
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_matches_fips_180_2() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(sha256(&[b"a", b"bc"]), sha256(&[b"abc"]));
+    }
+
+    #[test]
+    fn hmac_matches_rfc4231_case_2() {
+        let tag = hmac_sha256(b"Jefe", &[b"what do ya ", b"want for nothing?"]);
+        assert_eq!(
+            hex(&tag),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert!(hmac_sha256_verify(
+            b"Jefe",
+            &[b"what do ya want for nothing?"],
+            &tag
+        ));
+        assert!(!hmac_sha256_verify(
+            b"Jefe",
+            &[b"what do ya want for nothing!"],
+            &tag
+        ));
+        assert!(!hmac_sha256_verify(
+            b"Jefe",
+            &[b"what do ya want for nothing?"],
+            &tag[..31]
+        ));
+    }
+}
