@@ -33,20 +33,47 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&sha256(&[bytes]))
 }
 
-/// HMAC-SHA256 under `key` of the concatenation of `parts`.
-pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut ctx = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, key));
-    for part in parts {
-        ctx.update(part);
+/// An HMAC-SHA256 key, prepared once: making one hashes the padded key, so a key used
+/// for every audit record is kept rather than made again. `Debug` hides it.
+#[derive(Clone)]
+pub struct HmacKey(hmac::Key);
+
+impl HmacKey {
+    pub fn new(key: &[u8]) -> Self {
+        HmacKey(hmac::Key::new(hmac::HMAC_SHA256, key))
     }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.sign().as_ref());
-    out
+
+    /// The HMAC of the concatenation of `parts`.
+    pub fn sign(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        for part in parts {
+            ctx.update(part);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    /// Whether `tag` is the HMAC of `parts`, compared in constant time.
+    pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        constant_time::verify_slices_are_equal(&self.sign(parts), tag).is_ok()
+    }
+}
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(..)")
+    }
+}
+
+/// HMAC-SHA256 under `key` of the concatenation of `parts` (a key used once).
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    HmacKey::new(key).sign(parts)
 }
 
 /// Whether `tag` is the HMAC-SHA256 of `parts`, compared in constant time.
 pub fn hmac_sha256_verify(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
-    constant_time::verify_slices_are_equal(&hmac_sha256(key, parts), tag).is_ok()
+    HmacKey::new(key).verify(parts, tag)
 }
 
 /// Lowercase hex.

@@ -2,8 +2,8 @@
 //! `store::schema`). Pure: the key comes in as bytes; reading and creating the key file
 //! is `files.rs`'s job.
 
+use crate::crypto::HmacKey;
 pub use crate::crypto::{hex, sha256_hex};
-use crate::crypto::{hmac_sha256, hmac_sha256_verify};
 
 use crate::store::schema::{
     ANCHOR_HMAC_CONTEXT, AuditAnchor, AuditCheckpoint, AuditRecord, CHECKPOINT_HMAC_CONTEXT,
@@ -12,20 +12,28 @@ use crate::store::schema::{
 
 /// The audit HMAC key. Its `Debug` never shows the bytes.
 #[derive(Clone)]
-pub struct AuditKey([u8; 32]);
+pub struct AuditKey {
+    mac: HmacKey,
+    #[cfg(test)]
+    bytes: [u8; 32],
+}
 
 impl AuditKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        AuditKey(bytes)
+        AuditKey {
+            mac: HmacKey::new(&bytes),
+            #[cfg(test)]
+            bytes,
+        }
     }
 
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.bytes
     }
 
     fn mac(&self, context: &[u8], bytes: &[u8]) -> String {
-        hex(&hmac_sha256(&self.0, &[context, bytes]))
+        hex(&self.mac.sign(&[context, bytes]))
     }
 
     /// Constant-time check of a hex HMAC.
@@ -33,7 +41,7 @@ impl AuditKey {
         let Some(expected) = unhex32(expected_hex) else {
             return false;
         };
-        hmac_sha256_verify(&self.0, &[context, bytes], &expected)
+        self.mac.verify(&[context, bytes], &expected)
     }
 }
 
