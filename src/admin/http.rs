@@ -107,13 +107,13 @@ impl From<HeadError> for RequestError {
 type Request = (String, String, String, Vec<u8>);
 
 fn read_request(
-    mut stream: &UnixStream,
+    stream: &UnixStream,
     max_body: usize,
     deadline: Instant,
 ) -> Result<Request, RequestError> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 16 * 1024];
-    let mut read = |tmp: &mut [u8]| -> Result<usize, RequestError> {
+    let read = |tmp: &mut [u8]| -> Result<usize, RequestError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(RequestError::Refused(408, "request timeout".into()));
@@ -121,7 +121,8 @@ fn read_request(
         stream
             .set_read_timeout(Some(left))
             .map_err(|_| RequestError::Gone)?;
-        match stream.read(tmp) {
+        let mut reader = stream;
+        match reader.read(tmp) {
             Ok(0) => Err(RequestError::Gone),
             Ok(n) => Ok(n),
             Err(e)
@@ -145,6 +146,16 @@ fn read_request(
         buf.extend_from_slice(&tmp[..n]);
     };
     buf.drain(..used);
+    if head.content_length()?.is_some_and(|n| n > max_body as u64) {
+        return Err(HeadError::BodyTooLarge.into());
+    }
+    // curl sends `Expect: 100-continue` with larger bodies and waits a second for it.
+    if head.expects_continue() && buf.is_empty() {
+        let mut writer = stream;
+        writer
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .map_err(|_| RequestError::Gone)?;
+    }
     let mut body = Vec::new();
     if head.is_chunked() {
         let mut decoder = ChunkedDecoder::new(max_body);
@@ -158,11 +169,7 @@ fn read_request(
             input = tmp[..n].to_vec();
         }
     } else {
-        let length = head.content_length()?.unwrap_or(0);
-        if length > max_body as u64 {
-            return Err(HeadError::BodyTooLarge.into());
-        }
-        let length = length as usize;
+        let length = head.content_length()?.unwrap_or(0) as usize; // <= max_body
         body = buf;
         body.truncate(length);
         while body.len() < length {
@@ -241,6 +248,27 @@ mod tests {
             b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
         );
         assert_eq!((status, v["body"].as_str()), (200, Some("abcde")));
+    }
+
+    #[test]
+    fn expect_100_continue_is_answered_before_the_body() {
+        let sock = listen("continue", 1024);
+        let mut s = UnixStream::connect(&sock).unwrap();
+        s.write_all(
+            b"POST /e HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+        )
+        .unwrap();
+        let mut interim = [0u8; 25];
+        s.read_exact(&mut interim).unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        s.write_all(b"ok").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(
+            out.ends_with(r#""body":"ok","method":"POST","path":"/e","query":""}"#),
+            "{out}"
+        );
     }
 
     #[test]
