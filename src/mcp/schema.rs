@@ -26,13 +26,62 @@ impl fmt::Display for SchemaError {
 }
 
 pub fn validate(schema: &Value, instance: &Value) -> Result<(), SchemaError> {
-    check(schema, instance, &mut String::new())
+    check(schema, instance).map_err(Failure::into_error)
 }
 
-fn fail(path: &str, rule: impl Into<String>) -> Result<(), SchemaError> {
-    Err(SchemaError {
-        path: path.to_string(),
+/// A broken rule on its way up: the path is collected only on failure, innermost step
+/// first, so that a valid instance costs no string building.
+struct Failure {
+    rule: String,
+    steps: Vec<Step>,
+}
+
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+impl Failure {
+    fn at_key(mut self, key: &str) -> Self {
+        // Keys come from the caller: keep the path short and printable.
+        let key = key
+            .chars()
+            .take(64)
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        self.steps.push(Step::Key(key));
+        self
+    }
+
+    fn at_index(mut self, i: usize) -> Self {
+        self.steps.push(Step::Index(i));
+        self
+    }
+
+    fn into_error(self) -> SchemaError {
+        let mut path = String::new();
+        for step in self.steps.iter().rev() {
+            match step {
+                Step::Key(k) => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
+                }
+                Step::Index(i) => path.push_str(&format!("[{i}]")),
+            }
+        }
+        SchemaError {
+            path,
+            rule: self.rule,
+        }
+    }
+}
+
+fn fail(rule: impl Into<String>) -> Result<(), Failure> {
+    Err(Failure {
         rule: rule.into(),
+        steps: Vec::new(),
     })
 }
 
@@ -61,11 +110,11 @@ fn type_matches(expected: &str, v: &Value) -> bool {
     }
 }
 
-fn check(schema: &Value, v: &Value, path: &mut String) -> Result<(), SchemaError> {
+fn check(schema: &Value, v: &Value) -> Result<(), Failure> {
     let Value::Object(s) = schema else {
         // `true` accepts everything, `false` nothing.
         return if schema == &Value::Bool(false) {
-            fail(path, "no value is allowed here")
+            fail("no value is allowed here")
         } else {
             Ok(())
         };
@@ -88,86 +137,72 @@ fn check(schema: &Value, v: &Value, path: &mut String) -> Result<(), SchemaError
                     .join(" or "),
                 other => other.as_str().unwrap_or("?").to_string(),
             };
-            return fail(
-                path,
-                format!("must be of type {expected}, not {}", type_name(v)),
-            );
+            return fail(format!("must be of type {expected}, not {}", type_name(v)));
         }
     }
     if let Some(Value::Array(options)) = s.get("enum")
         && !options.contains(v)
     {
         let list: Vec<String> = options.iter().map(Value::to_string).collect();
-        return fail(path, format!("must be one of {}", list.join(", ")));
+        return fail(format!("must be one of {}", list.join(", ")));
     }
     if let Some(c) = s.get("const")
         && c != v
     {
-        return fail(path, format!("must be {c}"));
+        return fail(format!("must be {c}"));
     }
     match v {
-        Value::Number(n) => check_number(s, n.as_f64().unwrap_or(f64::NAN), path),
-        Value::String(text) => check_string(s, text, path),
-        Value::Array(items) => check_array(s, items, path),
-        Value::Object(obj) => check_object(s, obj, path),
+        Value::Number(n) => check_number(s, n.as_f64().unwrap_or(f64::NAN)),
+        Value::String(text) => check_string(s, text),
+        Value::Array(items) => check_array(s, items),
+        Value::Object(obj) => check_object(s, obj),
         _ => Ok(()),
     }
 }
 
-fn check_number(s: &serde_json::Map<String, Value>, n: f64, path: &str) -> Result<(), SchemaError> {
+fn check_number(s: &serde_json::Map<String, Value>, n: f64) -> Result<(), Failure> {
     if let Some(min) = s.get("minimum").and_then(Value::as_f64)
         && n < min
     {
-        return fail(path, format!("must be at least {min}"));
+        return fail(format!("must be at least {min}"));
     }
     if let Some(max) = s.get("maximum").and_then(Value::as_f64)
         && n > max
     {
-        return fail(path, format!("must be at most {max}"));
+        return fail(format!("must be at most {max}"));
     }
     Ok(())
 }
 
-fn check_string(
-    s: &serde_json::Map<String, Value>,
-    text: &str,
-    path: &str,
-) -> Result<(), SchemaError> {
+fn check_string(s: &serde_json::Map<String, Value>, text: &str) -> Result<(), Failure> {
     let len = text.chars().count() as u64;
     if let Some(min) = s.get("minLength").and_then(Value::as_u64)
         && len < min
     {
-        return fail(path, format!("must be at least {min} characters long"));
+        return fail(format!("must be at least {min} characters long"));
     }
     if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
         && len > max
     {
-        return fail(path, format!("must be at most {max} characters long"));
+        return fail(format!("must be at most {max} characters long"));
     }
     Ok(())
 }
 
-fn check_array(
-    s: &serde_json::Map<String, Value>,
-    items: &[Value],
-    path: &mut String,
-) -> Result<(), SchemaError> {
+fn check_array(s: &serde_json::Map<String, Value>, items: &[Value]) -> Result<(), Failure> {
     if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
         && items.len() as u64 > max
     {
-        return fail(path, format!("must have at most {max} items"));
+        return fail(format!("must have at most {max} items"));
     }
     if let Some(min) = s.get("minItems").and_then(Value::as_u64)
         && (items.len() as u64) < min
     {
-        return fail(path, format!("must have at least {min} items"));
+        return fail(format!("must have at least {min} items"));
     }
     if let Some(item_schema) = s.get("items") {
         for (i, item) in items.iter().enumerate() {
-            let len = path.len();
-            path.push_str(&format!("[{i}]"));
-            check(item_schema, item, path)?;
-            path.truncate(len);
+            check(item_schema, item).map_err(|f| f.at_index(i))?;
         }
     }
     Ok(())
@@ -176,48 +211,28 @@ fn check_array(
 fn check_object(
     s: &serde_json::Map<String, Value>,
     obj: &serde_json::Map<String, Value>,
-    path: &mut String,
-) -> Result<(), SchemaError> {
+) -> Result<(), Failure> {
     if let Some(Value::Array(required)) = s.get("required") {
         for name in required.iter().filter_map(Value::as_str) {
             if !obj.contains_key(name) {
-                let len = path.len();
-                push_key(path, name);
-                let err = fail(path, "is required");
-                path.truncate(len);
-                return err;
+                return fail("is required").map_err(|f| f.at_key(name));
             }
         }
     }
     let props = s.get("properties").and_then(Value::as_object);
     for (key, value) in obj {
-        let len = path.len();
-        push_key(path, key);
         let result = match (
             props.and_then(|p| p.get(key)),
             s.get("additionalProperties"),
         ) {
-            (Some(prop_schema), _) => check(prop_schema, value, path),
-            (None, Some(Value::Bool(false))) => fail(path, "is not an allowed property"),
-            (None, Some(extra)) => check(extra, value, path),
+            (Some(prop_schema), _) => check(prop_schema, value),
+            (None, Some(Value::Bool(false))) => fail("is not an allowed property"),
+            (None, Some(extra)) => check(extra, value),
             (None, None) => Ok(()),
         };
-        result?;
-        path.truncate(len);
+        result.map_err(|f| f.at_key(key))?;
     }
     Ok(())
-}
-
-fn push_key(path: &mut String, key: &str) {
-    if !path.is_empty() {
-        path.push('.');
-    }
-    // Keys come from the caller: keep the path short and printable.
-    path.extend(
-        key.chars()
-            .take(64)
-            .map(|c| if c.is_control() { '?' } else { c }),
-    );
 }
 
 #[cfg(test)]
@@ -295,5 +310,29 @@ mod tests {
             "`tags[0]`: must be at most 3 characters long"
         );
         assert_eq!(err(json!([])), "must be of type object, not array");
+    }
+
+    #[test]
+    fn paths_name_nested_keys_and_indexes() {
+        let schema = json!({
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"rows": {"type": "array", "items": {
+                    "type": "object", "required": ["id"], "properties": {"id": {"type": "integer"}}
+                }}}
+            }
+        });
+        let at = |v: Value| validate(&schema, &v).unwrap_err();
+        let e = at(json!([{"rows": []}, {"rows": [{"id": 1}, {"id": "x"}]}]));
+        assert_eq!(e.path, "[1].rows[1].id");
+        assert_eq!(
+            e.to_string(),
+            "`[1].rows[1].id`: must be of type integer, not string"
+        );
+        assert_eq!(at(json!([{"rows": [{}]}])).path, "[0].rows[0].id");
+        let key = format!("k\u{7}{}", "x".repeat(100));
+        let e = validate(&json!({"additionalProperties": false}), &json!({ key: 1 })).unwrap_err();
+        assert_eq!(e.path, format!("k?{}", "x".repeat(62)));
     }
 }
