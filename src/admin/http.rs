@@ -4,23 +4,26 @@
 //! read under a deadline, and at most [`MAX_ACTIVE`] connections served at once, each on
 //! a thread that ends with it. An idle endpoint costs one thread.
 
-use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::io::{self, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mreg_wire::http::{ChunkedDecoder, HeadError, HeadLimits, parse_head};
+use mreg_wire::http::{HeadLimits, parse_head};
 use serde_json::{Value, json};
 
+use crate::transport::http::conn::body::{BodyError, is_timeout, linger, read_body, read_until};
 use crate::transport::http::conn::reason;
 
 /// Connections served at once; more are answered 503 straight away.
 pub const MAX_ACTIVE: usize = 4;
-/// Time allowed for a whole request (head and body) to arrive.
+/// Time allowed for a request's head to arrive, and again for its body.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// After an error reply: how long, and how much, to read of what the client still sends.
+const LINGER_TIME: Duration = Duration::from_millis(200);
+const LINGER_BYTES: usize = 1 << 20;
 /// Time allowed to write a response.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -39,7 +42,7 @@ pub fn serve(listener: UnixListener, max_body: usize, handler: Arc<Handler>) -> 
                     active.fetch_sub(1, Ordering::AcqRel);
                     let body = json!({ "error": "admin endpoint busy; retry" });
                     let _ = respond(&stream, 503, &body);
-                    linger(&stream);
+                    linger(&stream, LINGER_TIME, LINGER_BYTES);
                     continue;
                 }
                 let (done, handler) = (active.clone(), handler.clone());
@@ -60,126 +63,48 @@ pub fn serve(listener: UnixListener, max_body: usize, handler: Arc<Handler>) -> 
 }
 
 fn serve_one(stream: UnixStream, max_body: usize, handler: &Handler) {
-    let deadline = Instant::now() + REQUEST_TIMEOUT;
-    let (status, body) = match read_request(&stream, max_body, deadline) {
+    let (status, body) = match read_request(&stream, max_body) {
         Ok((method, path, query, body)) => handler(&method, &path, &query, &body),
-        Err(RequestError::Refused(status, why)) => {
+        Err(BodyError::Reply(status, why)) => {
             let _ = respond(&stream, status, &json!({ "error": why }));
-            return linger(&stream);
+            return linger(&stream, LINGER_TIME, LINGER_BYTES);
         }
-        Err(RequestError::Gone) => return,
+        Err(BodyError::Closed) => return,
     };
     let _ = respond(&stream, status, &body);
 }
 
-/// After answering a request that was not read in full: closing with unread bytes would
-/// reset the connection, and the client could lose the answer; so stop writing and read
-/// what the client still sends, briefly and up to a bound.
-fn linger(mut stream: &UnixStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + Duration::from_millis(200);
-    let mut tmp = [0u8; 4096];
-    let mut left = 1 << 20;
-    while left > 0 {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
-            return;
-        }
-        match stream.read(&mut tmp) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => left -= n.min(left),
-        }
-    }
-}
-
-enum RequestError {
-    Refused(u16, String),
-    /// EOF or an I/O error: nobody to answer.
-    Gone,
-}
-
-impl From<HeadError> for RequestError {
-    fn from(e: HeadError) -> Self {
-        RequestError::Refused(e.status(), e.to_string())
-    }
-}
-
 type Request = (String, String, String, Vec<u8>);
 
-fn read_request(
-    stream: &UnixStream,
-    max_body: usize,
-    deadline: Instant,
-) -> Result<Request, RequestError> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 16 * 1024];
-    let read = |tmp: &mut [u8]| -> Result<usize, RequestError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(RequestError::Refused(408, "request timeout".into()));
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|_| RequestError::Gone)?;
-        let mut reader = stream;
-        match reader.read(tmp) {
-            Ok(0) => Err(RequestError::Gone),
-            Ok(n) => Ok(n),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(RequestError::Refused(408, "request timeout".into()))
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
-            Err(_) => Err(RequestError::Gone),
-        }
-    };
+/// The head within [`REQUEST_TIMEOUT`], then the body within as long again.
+fn read_request(stream: &UnixStream, max_body: usize) -> Result<Request, BodyError> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
     let limits = HeadLimits::default();
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
     let (head, used) = loop {
-        if let Some(done) = parse_head(&buf, &limits)? {
-            break done;
+        match parse_head(&buf, &limits) {
+            Ok(Some(done)) => break done,
+            Ok(None) => {}
+            Err(e) => return Err(BodyError::Reply(e.status(), e.to_string())),
         }
-        let n = read(&mut tmp)?;
-        buf.extend_from_slice(&tmp[..n]);
+        match read_until(stream, &mut tmp, deadline) {
+            Ok(0) => return Err(BodyError::Closed),
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e) if is_timeout(&e) => {
+                return Err(BodyError::Reply(408, "request timeout".into()));
+            }
+            Err(_) => return Err(BodyError::Closed),
+        }
     };
     buf.drain(..used);
-    if head.content_length()?.is_some_and(|n| n > max_body as u64) {
-        return Err(HeadError::BodyTooLarge.into());
-    }
-    // curl sends `Expect: 100-continue` with larger bodies and waits a second for it.
-    if head.expects_continue() && buf.is_empty() {
-        let mut writer = stream;
-        writer
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .map_err(|_| RequestError::Gone)?;
-    }
-    let mut body = Vec::new();
-    if head.is_chunked() {
-        let mut decoder = ChunkedDecoder::new(max_body);
-        let mut input = buf;
-        loop {
-            decoder.feed(&input, &mut body)?;
-            if decoder.is_done() {
-                break;
-            }
-            let n = read(&mut tmp)?;
-            input = tmp[..n].to_vec();
-        }
-    } else {
-        let length = head.content_length()?.unwrap_or(0) as usize; // <= max_body
-        body = buf;
-        body.truncate(length);
-        while body.len() < length {
-            let want = (length - body.len()).min(tmp.len());
-            let n = read(&mut tmp[..want])?;
-            body.extend_from_slice(&tmp[..n]);
-        }
-    }
-    let query = head.query.unwrap_or_default();
-    Ok((head.method, head.target, query, body))
+    let body = read_body(stream, &mut buf, &head, max_body, REQUEST_TIMEOUT)?;
+    Ok((
+        head.method,
+        head.target,
+        head.query.unwrap_or_default(),
+        body,
+    ))
 }
 
 fn respond(mut stream: &UnixStream, status: u16, body: &Value) -> io::Result<()> {
@@ -198,6 +123,7 @@ fn respond(mut stream: &UnixStream, status: u16, body: &Value) -> io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::path::PathBuf;
 
     fn listen(name: &str, max_body: usize) -> PathBuf {

@@ -10,6 +10,7 @@
 //! connection cap is reached (or no worker is free), the acceptor closes the connection that
 //! has been idle the longest; with nothing evictable a new client gets `503`.
 
+pub(crate) mod body;
 mod registry;
 mod response;
 #[cfg(test)]
@@ -22,8 +23,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use mreg_wire::http::{ChunkedDecoder, Head, HeadError, HeadLimits, Version, parse_head};
+use mreg_wire::http::{Head, HeadError, HeadLimits, Version, parse_head};
 
+use body::{BodyError, is_timeout};
 use registry::{Admission, Conn, Registry, State};
 pub(crate) use response::reason;
 pub use response::{ChunkedStream, DetachedStream, Responder, Response};
@@ -470,7 +472,13 @@ fn serve_one(ctx: &Ctx, conn: &mut Conn) -> Step {
         return Step::Close;
     }
     let head_only = head.method == "HEAD";
-    let body = match read_body(ctx, conn, &head) {
+    let body = match body::read_body(
+        &conn.stream,
+        &mut conn.buf,
+        &head,
+        ctx.cfg.max_body_bytes,
+        ctx.cfg.body_timeout,
+    ) {
         Ok(body) => body,
         Err(BodyError::Reply(status, msg)) => {
             log::debug!("http: refusing body from {}: {msg}", conn.peer);
@@ -611,90 +619,6 @@ fn read_head(ctx: &Ctx, conn: &mut Conn) -> HeadRead {
     }
 }
 
-enum BodyError {
-    /// Answer with this status and close.
-    Reply(u16, String),
-    /// Close without answering (EOF, I/O error).
-    Closed,
-}
-
-fn read_body(ctx: &Ctx, conn: &mut Conn, head: &Head) -> Result<Vec<u8>, BodyError> {
-    let max = ctx.cfg.max_body_bytes;
-    if let Some(expect) = head.header("expect")
-        && !expect.eq_ignore_ascii_case("100-continue")
-    {
-        return Err(BodyError::Reply(417, "expectation failed".to_owned()));
-    }
-    let refuse = |e: HeadError| BodyError::Reply(e.status(), e.to_string());
-    let chunked = head.is_chunked();
-    let length = head.content_length().map_err(refuse)?;
-    if length.is_some_and(|n| n > max as u64) {
-        return Err(refuse(HeadError::BodyTooLarge));
-    }
-    let length = length.unwrap_or(0) as usize; // <= max_body_bytes
-    if !chunked && length == 0 {
-        return Ok(Vec::new());
-    }
-    if head.expects_continue() && conn.buf.is_empty() {
-        response::write_all(&conn.stream, b"HTTP/1.1 100 Continue\r\n\r\n")
-            .map_err(|_| BodyError::Closed)?;
-    }
-    let deadline = Instant::now() + ctx.cfg.body_timeout;
-    let mut tmp = [0u8; 16 * 1024];
-    let read = |conn: &mut Conn, tmp: &mut [u8]| match read_until(&conn.stream, tmp, deadline) {
-        Ok(0) => Err(BodyError::Closed),
-        Ok(n) => Ok(n),
-        Err(e) if is_timeout(&e) => Err(BodyError::Reply(408, "request timeout".to_owned())),
-        Err(_) => Err(BodyError::Closed),
-    };
-    if chunked {
-        let mut decoder = ChunkedDecoder::new(max);
-        let mut body = Vec::new();
-        let used = decoder.feed(&conn.buf, &mut body).map_err(refuse)?;
-        conn.buf.drain(..used);
-        while !decoder.is_done() {
-            let n = read(conn, &mut tmp)?;
-            let used = decoder.feed(&tmp[..n], &mut body).map_err(refuse)?;
-            conn.buf.extend_from_slice(&tmp[used..n]); // the next request, if pipelined
-        }
-        Ok(body)
-    } else {
-        let mut body = Vec::with_capacity(length.min(64 * 1024));
-        let have = length.min(conn.buf.len());
-        body.extend(conn.buf.drain(..have));
-        while body.len() < length {
-            let want = (length - body.len()).min(tmp.len());
-            let n = read(conn, &mut tmp[..want])?;
-            body.extend_from_slice(&tmp[..n]);
-        }
-        Ok(body)
-    }
-}
-
-/// One read that gives up at `deadline` (with a `TimedOut` error).
-fn read_until(stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
-    loop {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
-        match (&*stream).read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => {
-                if Instant::now() >= deadline {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-            }
-            r => return r,
-        }
-    }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
 /// Send a short error reply with `Connection: close`, then drain briefly and let the caller
 /// close. The connection is evictable meanwhile.
 fn reply_and_close(ctx: &Ctx, conn: &Conn, status: u16, msg: &str, head_only: bool) {
@@ -708,14 +632,5 @@ fn reply_and_close(ctx: &Ctx, conn: &Conn, status: u16, msg: &str, head_only: bo
     if response::write_all(&conn.stream, &reply).is_err() {
         return;
     }
-    let _ = conn.stream.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + LINGER_TIME;
-    let mut sink = [0u8; 4096];
-    let mut drained = 0;
-    while drained < LINGER_BYTES {
-        match read_until(&conn.stream, &mut sink, deadline) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
-    }
+    body::linger(&conn.stream, LINGER_TIME, LINGER_BYTES);
 }
