@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
-use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
+use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
@@ -143,28 +142,8 @@ impl DevIssuer {
             "idp": "mreg-dev",
         });
         let header = json!({"typ": "JWT", "alg": "RS256", "kid": self.kid});
-        sign_rs256(&self.key, &header, &claims)
+        crate::crypto::sign_rs256(&self.key, &header, &claims)
     }
-}
-
-/// A compact RS256 JWT of `header` and `claims` signed with `key`.
-pub(crate) fn sign_rs256(
-    key: &KeyPair,
-    header: &serde_json::Value,
-    claims: &serde_json::Value,
-) -> String {
-    let b64 = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
-    let message = format!("{}.{}", b64(header), b64(claims));
-    let mut sig = vec![0u8; key.public_modulus_len()];
-    // Signing with a valid in-memory key only fails if the system RNG does.
-    key.sign(
-        &RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        message.as_bytes(),
-        &mut sig,
-    )
-    .expect("rsa signing with a loaded key");
-    format!("{message}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
 /// Reads the key, refusing a file that group or others may read.

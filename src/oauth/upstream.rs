@@ -189,7 +189,7 @@ impl CertCredential {
             "iat": now,
             "exp": now + 300,
         });
-        crate::auth::dev::sign_rs256(&self.key, &header, &claims)
+        crate::crypto::sign_rs256(&self.key, &header, &claims)
     }
 }
 
