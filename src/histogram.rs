@@ -61,30 +61,35 @@ impl Histogram {
 
     /// The `q`-quantile (0..1), as the upper bound of its bucket (µs).
     pub fn quantile_us(&self, q: f64) -> Option<u64> {
-        let counts = self.counts();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let target = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= target {
-                return Some(BUCKETS_US[i]);
-            }
-        }
-        None
+        quantile_of(&self.counts(), q)
     }
 
-    /// p50/p95/p99 as bucket bounds (µs), or nulls before the first observation.
+    /// p50/p95/p99 as bucket bounds (µs), or nulls before the first observation; from
+    /// one reading of the counts.
     pub fn quantiles(&self) -> Value {
+        let counts = self.counts();
         json!({
-            "p50": self.quantile_us(0.50),
-            "p95": self.quantile_us(0.95),
-            "p99": self.quantile_us(0.99),
+            "p50": quantile_of(&counts, 0.50),
+            "p95": quantile_of(&counts, 0.95),
+            "p99": quantile_of(&counts, 0.99),
         })
     }
+}
+
+fn quantile_of(counts: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let target = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (bound, c) in BUCKETS_US.iter().zip(counts) {
+        seen += c;
+        if seen >= target {
+            return Some(*bound);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
