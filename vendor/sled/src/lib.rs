@@ -256,6 +256,17 @@ mod threadpool {
 ))]
 mod threadpool;
 
+/// mreg patch: runs `work` on sled's I/O thread pool. Not part of sled's API; it
+/// exists so that the pool can be tested from outside (a task queued while every
+/// pool thread is blocked must still run).
+#[doc(hidden)]
+pub fn __spawn_on_io_pool<F>(work: F) -> Result<()>
+where
+    F: FnOnce() + Send + 'static,
+{
+    threadpool::spawn(work).map(drop)
+}
+
 #[cfg(all(
     not(miri),
     any(

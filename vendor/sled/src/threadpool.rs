@@ -26,7 +26,8 @@ const DESIRED_WAITING_THREADS: usize = 2;
 static WAITING_THREAD_COUNT: AtomicUsize = AtomicUsize::new(0);
 static TOTAL_THREAD_COUNT: AtomicUsize = AtomicUsize::new(0);
 static SPAWNS: AtomicUsize = AtomicUsize::new(0);
-static SPAWNING: AtomicBool = AtomicBool::new(false);
+/// Threads spawned that have not yet looked at the queue.
+static STARTING: AtomicUsize = AtomicUsize::new(0);
 
 type Work = Box<dyn FnOnce() + Send + 'static>;
 
@@ -109,18 +110,18 @@ fn perform_work(is_immortal: bool) {
         debug_delay();
         let task_res = QUEUE.recv_timeout(wait_limit);
 
+        // mreg patch: a thread counts as waiting only while it waits in
+        // `recv_timeout`. Upstream also subtracted one per running task, so the
+        // count wrapped below zero whenever more threads ran tasks than waited,
+        // and the pool stopped growing exactly when it had to.
         if let Some(task) = task_res {
-            WAITING_THREAD_COUNT.fetch_sub(1, SeqCst);
             (task)();
-            WAITING_THREAD_COUNT.fetch_add(1, SeqCst);
             performed += 1;
         }
 
         while let Some(task) = QUEUE.try_recv() {
             debug_delay();
-            WAITING_THREAD_COUNT.fetch_sub(1, SeqCst);
             (task)();
-            WAITING_THREAD_COUNT.fetch_add(1, SeqCst);
             performed += 1;
         }
 
@@ -139,23 +140,25 @@ fn perform_work(is_immortal: bool) {
 // Create up to MAX_THREADS dynamic blocking task worker threads.
 // Dynamic threads will terminate themselves if they don't
 // receive any work after one second.
-fn maybe_spawn_new_thread() -> Result<()> {
+//
+// mreg patch: a thread is started whenever the queued tasks outnumber the
+// threads waiting for work plus those being started. Upstream started one only
+// when more than `DESIRED_WAITING_THREADS` tasks were queued, so a task queued
+// while every thread was blocked stayed queued: sled's segment accountant waits,
+// holding its lock, for a file truncation it queued here, while the pool's
+// threads wait for that lock to write the log (a hang seen with three threads
+// and bursts of small batches).
+fn maybe_spawn_new_thread(depth: usize) -> Result<()> {
     debug_delay();
     let total_workers = TOTAL_THREAD_COUNT.load(Acquire);
     debug_delay();
-    let waiting_threads = WAITING_THREAD_COUNT.load(Acquire);
+    let available = WAITING_THREAD_COUNT.load(Acquire) + STARTING.load(Acquire);
 
-    if waiting_threads >= DESIRED_WAITING_THREADS
-        || total_workers >= MAX_THREADS
-    {
+    if available >= depth || total_workers >= MAX_THREADS {
         return Ok(());
     }
 
-    if !SPAWNING.compare_and_swap(false, true, SeqCst) {
-        spawn_new_thread(false)?;
-    }
-
-    Ok(())
+    spawn_new_thread(false)
 }
 
 fn spawn_new_thread(is_immortal: bool) -> Result<()> {
@@ -170,10 +173,11 @@ fn spawn_new_thread(is_immortal: bool) -> Result<()> {
     let spawn_id = SPAWNS.fetch_add(1, SeqCst);
 
     TOTAL_THREAD_COUNT.fetch_add(1, SeqCst);
+    STARTING.fetch_add(1, SeqCst);
     let spawn_res = thread::Builder::new()
         .name(format!("sled-io-{}", spawn_id))
         .spawn(move || {
-            SPAWNING.store(false, SeqCst);
+            STARTING.fetch_sub(1, SeqCst);
             debug_delay();
             let res = std::panic::catch_unwind(|| perform_work(is_immortal));
             TOTAL_THREAD_COUNT.fetch_sub(1, SeqCst);
@@ -191,7 +195,8 @@ fn spawn_new_thread(is_immortal: bool) -> Result<()> {
     if let Err(e) = spawn_res {
         static E: AtomicBool = AtomicBool::new(false);
 
-        SPAWNING.store(false, SeqCst);
+        STARTING.fetch_sub(1, SeqCst);
+        TOTAL_THREAD_COUNT.fetch_sub(1, SeqCst);
 
         if !E.compare_and_swap(false, true, Relaxed) {
             // only execute this once
@@ -219,10 +224,7 @@ where
 
     let depth = QUEUE.send(Box::new(task));
     start_threads();
-
-    if depth > DESIRED_WAITING_THREADS {
-        maybe_spawn_new_thread()?;
-    }
+    maybe_spawn_new_thread(depth)?;
 
     Ok(promise)
 }
