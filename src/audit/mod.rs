@@ -15,8 +15,8 @@
 //! [`Durability::Batch`]: `append` returns once the record is queued (with the seq it
 //! will have); the writer gathers records for `max_delay_ms` after the first one arrives,
 //! then writes and flushes them, so a killed process loses about that much. Under
-//! overload, groups of up to 1024 records are written back to back and appends wait
-//! while 2048 are queued. [`AuditLog::sync`] waits for everything queued.
+//! overload, groups of up to 256 records are written back to back and appends wait
+//! while 1024 are queued. [`AuditLog::sync`] waits for everything queued.
 //!
 //! # Failure
 //!
