@@ -220,10 +220,16 @@ impl Lru {
             "Please configure the cache \
              capacity to be at least 256 bytes"
         );
-        let shard_capacity = cache_capacity / N_SHARDS as u64;
+        // mreg patch: at most one shard per 64 KiB of cache. Upstream always made
+        // 256, so a 1 MiB cache gave each shard 4 KiB, less than one full node,
+        // and the shards' queues alone took ~105 KB of idle RSS.
+        let n_shards = usize::try_from(cache_capacity / (64 * 1024))
+            .unwrap_or(N_SHARDS)
+            .clamp(1, N_SHARDS);
+        let shard_capacity = cache_capacity / n_shards as u64;
 
-        let mut shards = Vec::with_capacity(N_SHARDS);
-        shards.resize_with(N_SHARDS, || {
+        let mut shards = Vec::with_capacity(n_shards);
+        shards.resize_with(n_shards, || {
             (AccessQueue::default(), FastLock::new(Shard::new(shard_capacity)))
         });
 
