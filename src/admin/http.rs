@@ -45,16 +45,17 @@ pub fn serve(listener: UnixListener, max_body: usize, handler: Arc<Handler>) -> 
                     linger(&stream, LINGER_TIME, LINGER_BYTES);
                     continue;
                 }
-                let (done, handler) = (active.clone(), handler.clone());
+                let slot = Slot(active.clone());
+                let handler = handler.clone();
                 let spawned =
                     thread::Builder::new()
                         .name("mreg-admin-conn".into())
                         .spawn(move || {
+                            let _slot = slot;
                             serve_one(stream, max_body, &*handler);
-                            done.fetch_sub(1, Ordering::AcqRel);
                         });
                 if let Err(e) = spawned {
-                    active.fetch_sub(1, Ordering::AcqRel);
+                    // The closure, and the slot with it, is dropped: the slot is free.
                     log::warn!("admin: cannot start a connection thread: {e}");
                 }
             }
@@ -62,9 +63,31 @@ pub fn serve(listener: UnixListener, max_body: usize, handler: Arc<Handler>) -> 
     Ok(())
 }
 
+/// A taken connection slot, given back when dropped: also when the connection's thread
+/// could not start or its handler panicked.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn serve_one(stream: UnixStream, max_body: usize, handler: &Handler) {
     let (status, body) = match read_request(&stream, max_body) {
-        Ok((method, path, query, body)) => handler(&method, &path, &query, &body),
+        Ok((method, path, query, body)) => {
+            let call = || handler(&method, &path, &query, &body);
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+                Ok(answer) => answer,
+                Err(_) => {
+                    log::error!("admin: the handler for {method} {path} panicked");
+                    (
+                        500,
+                        json!({ "error": format!("internal error in {method} {path}") }),
+                    )
+                }
+            }
+        }
         Err(BodyError::Reply(status, why)) => {
             let _ = respond(&stream, status, &json!({ "error": why }));
             return linger(&stream, LINGER_TIME, LINGER_BYTES);
@@ -127,11 +150,6 @@ mod tests {
     use std::path::PathBuf;
 
     fn listen(name: &str, max_body: usize) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("mreg-admin-http-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("s.sock");
         let handler: Arc<Handler> = Arc::new(|method, path, query, body| {
             let body = String::from_utf8_lossy(body).into_owned();
             (
@@ -139,6 +157,15 @@ mod tests {
                 json!({ "method": method, "path": path, "query": query, "body": body }),
             )
         });
+        listen_with(name, max_body, handler)
+    }
+
+    fn listen_with(name: &str, max_body: usize, handler: Arc<Handler>) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("mreg-admin-http-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("s.sock");
         serve(UnixListener::bind(&sock).unwrap(), max_body, handler).unwrap();
         sock
     }
@@ -223,6 +250,26 @@ mod tests {
             "a".repeat(20_000)
         );
         assert_eq!(exchange(&sock, huge.as_bytes()).0, 431);
+    }
+
+    #[test]
+    fn a_panicking_handler_answers_500_and_frees_its_slot() {
+        let handler: Arc<Handler> = Arc::new(|_, path, _, _| {
+            assert!(path != "/boom", "handler failure under test");
+            (200, json!({ "ok": true }))
+        });
+        let sock = listen_with("panic", 16, handler);
+        // More panics than there are slots: a leaked slot would turn later requests
+        // into 503s.
+        for _ in 0..MAX_ACTIVE + 2 {
+            let (status, v) = exchange(&sock, b"GET /boom HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(
+                (status, v["error"].as_str()),
+                (500, Some("internal error in GET /boom"))
+            );
+        }
+        let (status, v) = exchange(&sock, b"GET /fine HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((status, v), (200, json!({ "ok": true })));
     }
 
     #[test]
