@@ -127,9 +127,11 @@ fn perform_work(is_immortal: bool) {
 
         debug_delay();
 
+        // mreg patch: `>=`, as this thread is not among the waiting ones here: with
+        // `>` (written for upstream's count) a third idle thread never left.
         let waiting = WAITING_THREAD_COUNT.load(Acquire);
 
-        if waiting > DESIRED_WAITING_THREADS {
+        if waiting >= DESIRED_WAITING_THREADS {
             contiguous_overshoots += 1;
         } else {
             contiguous_overshoots = 0;
