@@ -311,13 +311,11 @@ fn advance_snapshot(
             trace!("bumping snapshot.stable_lsn to {}", bumped);
             (bumped, None)
         } else {
-            if let Some(BasedBuf { offset, .. }) = iter.segment_base {
+            if let Some(BasedBuf { ref buf, offset }) = iter.segment_base {
                 // either situation 3 or situation 4. we need to zero the
                 // tail of the segment after the recovered tip
-                let shred_len = config.segment_size
-                    - usize::try_from(segment_progress).unwrap()
-                    - 1;
-                let shred_zone = vec![MessageKind::Corrupted.into(); shred_len];
+                let progress = usize::try_from(segment_progress).unwrap();
+                let shred_len = config.segment_size - progress - 1;
                 let shred_base =
                     offset + LogOffset::try_from(segment_progress).unwrap();
 
@@ -326,14 +324,28 @@ fn advance_snapshot(
                     shred_point = Some(shred_base);
                 }
 
-                debug!(
-                    "zeroing the end of the recovered segment at lsn {} between lids {} and {}",
-                    config.normalize(iterated_lsn),
-                    shred_base,
-                    shred_base + shred_len as LogOffset
-                );
-                pwrite_all(&config.file, &shred_zone, shred_base)?;
-                config.file.sync_all()?;
+                // mreg patch: `buf` holds the segment as recovery read it
+                // (cut short at the end of the file, past which reads give
+                // zeros). When its tail is already zeros, as after a clean
+                // shutdown or the previous recovery's own shred, writing
+                // zeros over it again and fsyncing changes nothing on disk.
+                let tail = buf.get(progress..).unwrap_or(&[]);
+                let tail = &tail[..tail.len().min(shred_len)];
+                let already_zeroed = tail
+                    .iter()
+                    .all(|&byte| byte == MessageKind::Corrupted.into());
+                if !already_zeroed {
+                    debug!(
+                        "zeroing the end of the recovered segment at lsn {} between lids {} and {}",
+                        config.normalize(iterated_lsn),
+                        shred_base,
+                        shred_base + shred_len as LogOffset
+                    );
+                    let shred_zone =
+                        vec![MessageKind::Corrupted.into(); shred_len];
+                    pwrite_all(&config.file, &shred_zone, shred_base)?;
+                    config.file.sync_all()?;
+                }
             }
             (iterated_lsn, iter.segment_base.map(|bb| bb.offset))
         };
