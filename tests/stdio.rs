@@ -299,3 +299,50 @@ fn json_logs_are_one_object_per_line() {
         );
     }
 }
+
+/// Names of the server's threads called `mreg-stdio-*` (its tool-call workers).
+fn stdio_workers(c: &StdioClient) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", c.child.id())).unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("mreg-stdio-"))
+        .count()
+}
+
+#[test]
+fn tool_call_workers_start_on_demand_and_stay_bounded() {
+    let dir = TempDir::new("stdio-workers");
+    let mut cmd = mreg(dir.path());
+    cmd.env("MREG_STDIO_WORKERS", "2")
+        .env("MREG_FASTMCP_ENABLE_RATE_LIMITING", "false");
+    let mut c = StdioClient::spawn(cmd);
+    c.initialize();
+    let tools = c.request(1, "tools/list", json!({}));
+    assert!(tools["result"]["tools"].is_array(), "{tools}");
+    assert_eq!(
+        stdio_workers(&c),
+        0,
+        "a session without tool calls started workers"
+    );
+
+    let call = json!({"name": "_get_authentication_info", "arguments": {}});
+    let r = c.request(2, "tools/call", call.clone());
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    assert_eq!(stdio_workers(&c), 1);
+
+    // Sixty calls at once: every one answered, by at most MREG_STDIO_WORKERS threads.
+    let mut burst = Vec::new();
+    for id in 100..160 {
+        let line = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": call});
+        burst.extend(serde_json::to_vec(&line).unwrap());
+        burst.push(b'\n');
+    }
+    c.send_raw(&burst);
+    let mut ids: Vec<i64> = (0..60).map(|_| c.recv()["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (100..160).collect::<Vec<_>>());
+    let workers = stdio_workers(&c);
+    assert!((1..=2).contains(&workers), "{workers} workers");
+    assert_alive(&mut c, 3);
+    assert_eq!(c.close().0, 0);
+}

@@ -5,6 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
@@ -63,30 +64,21 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
 
     // A bounded queue: a client that pipelines faster than we serve is slowed down.
     let (tx, rx) = mpsc::sync_channel::<jsonrpc::Request>(workers * 64);
-    let rx = Arc::new(Mutex::new(rx));
-    let pool: Vec<_> = (0..workers)
-        .map(|i| {
-            let (server, session, out, rx) =
-                (server.clone(), session.clone(), out.clone(), rx.clone());
-            thread::Builder::new()
-                .name(format!("mreg-stdio-{i}"))
-                .spawn(move || {
-                    loop {
-                        let next = rx.lock().recv();
-                        let Ok(req) = next else { break };
-                        if let Some(answer) = server.handle_request(&session, req, &*out) {
-                            let _ = out.send(&answer.body);
-                        }
-                    }
-                })
-                .expect("spawning a stdio worker thread")
-        })
-        .collect();
+    let mut pool = Pool {
+        rx: Arc::new(Mutex::new(rx)),
+        idle: Arc::new(AtomicUsize::new(0)),
+        threads: Vec::new(),
+        max: workers.max(1),
+        server: server.clone(),
+        session: session.clone(),
+        out: out.clone(),
+    };
 
     let max_line = server.limits.max_bytes;
     let mut decoder = LineDecoder::new(max_line);
     let mut buf = vec![0u8; 64 * 1024];
-    let mut on_frame = |frame: Frame| handle_frame(&server, &session, &out, &tx, frame, max_line);
+    let mut on_frame =
+        |frame: Frame| handle_frame(&server, &session, &out, &tx, &mut pool, frame, max_line);
     let result = loop {
         match input.read(&mut buf) {
             Ok(0) => break Ok(()),
@@ -97,7 +89,7 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
     };
     decoder.finish(&mut on_frame);
     drop(tx);
-    for t in pool {
+    for t in pool.threads {
         let _ = t.join();
     }
     session.close();
@@ -105,11 +97,58 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
     result
 }
 
+/// The workers that serve [`runs_on_pool`] requests. They start on demand, one each
+/// time a request finds none waiting, up to `max`, and stay until EOF: a session that
+/// never calls a tool starts none, and start-up does not wait for them.
+struct Pool {
+    rx: Arc<Mutex<mpsc::Receiver<jsonrpc::Request>>>,
+    /// Workers waiting for a request.
+    idle: Arc<AtomicUsize>,
+    threads: Vec<thread::JoinHandle<()>>,
+    max: usize,
+    server: Arc<Server>,
+    session: Arc<Session>,
+    out: Arc<dyn Outbound>,
+}
+
+impl Pool {
+    /// Starts a worker when none waits. Fails only when no worker runs and none can
+    /// start: a request queued then would never be answered.
+    fn grow_if_busy(&mut self) -> Result<(), io::Error> {
+        if self.idle.load(Ordering::Acquire) > 0 || self.threads.len() >= self.max {
+            return Ok(());
+        }
+        let (server, session, out) = (self.server.clone(), self.session.clone(), self.out.clone());
+        let (rx, idle) = (self.rx.clone(), self.idle.clone());
+        let worker = thread::Builder::new()
+            .name(format!("mreg-stdio-{}", self.threads.len()))
+            .spawn(move || {
+                loop {
+                    idle.fetch_add(1, Ordering::AcqRel);
+                    let next = rx.lock().recv();
+                    idle.fetch_sub(1, Ordering::AcqRel);
+                    let Ok(req) = next else { break };
+                    if let Some(answer) = server.handle_request(&session, req, &*out) {
+                        let _ = out.send(&answer.body);
+                    }
+                }
+            });
+        match worker {
+            Ok(handle) => self.threads.push(handle),
+            Err(e) if self.threads.is_empty() => return Err(e),
+            // The workers already running serve the queue.
+            Err(e) => log::warn!("stdio: cannot start another worker thread: {e}"),
+        }
+        Ok(())
+    }
+}
+
 fn handle_frame(
     server: &Server,
     session: &Arc<Session>,
     out: &Arc<dyn Outbound>,
-    pool: &mpsc::SyncSender<jsonrpc::Request>,
+    queue: &mpsc::SyncSender<jsonrpc::Request>,
+    pool: &mut Pool,
     frame: Frame,
     max_line: usize,
 ) {
@@ -126,8 +165,17 @@ fn handle_frame(
     };
     match jsonrpc::decode(&line, &server.limits) {
         Ok(Message::Request(req)) if runs_on_pool(&req.method) => {
+            if let Err(e) = pool.grow_if_busy() {
+                log::error!("stdio: cannot start a worker thread: {e}");
+                let e = ErrorObject::new(
+                    ErrorCode::INTERNAL_ERROR,
+                    format!("the server cannot start a thread to run {}", req.method),
+                );
+                let _ = out.send(&jsonrpc::encode_error(Some(&req.id), &e));
+                return;
+            }
             // Blocks when the queue is full: backpressure on the client.
-            let _ = pool.send(req);
+            let _ = queue.send(req);
         }
         Ok(msg) => {
             if let Some(resp) = server.handle(session, msg, &**out) {
