@@ -1161,7 +1161,13 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
 
     let old_arc = unsafe { Arc::from_raw(old_ptr) };
 
-    pin().defer(move || drop(old_arc));
+    // mreg patch: hand the old buffer (a whole segment, 512 KiB by default) to the
+    // global garbage queue now. Left in this thread's bag, it waited for 64 more
+    // deferred items from this thread, so several segments' buffers stayed allocated
+    // under load.
+    let guard = pin();
+    guard.defer(move || drop(old_arc));
+    guard.flush();
 
     // having held the mutex makes this linearized
     // with the notify below.
