@@ -265,3 +265,83 @@ fn subscriptions_receive_updates() {
     srv.notify_resource_updated("test://r");
     assert!(cap.0.lock().is_empty());
 }
+
+/// Standard input fed by the test: each `send` is what one `read` returns.
+struct PipeIn(std::sync::mpsc::Receiver<Vec<u8>>, Vec<u8>);
+
+impl std::io::Read for PipeIn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.1.is_empty() {
+            match self.0.recv() {
+                Ok(bytes) => self.1 = bytes,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.1.len());
+        buf[..n].copy_from_slice(&self.1[..n]);
+        self.1.drain(..n);
+        Ok(n)
+    }
+}
+
+/// Standard output read by the test, a parsed line at a time.
+struct PipeOut(std::sync::mpsc::Sender<Value>, Vec<u8>);
+
+impl std::io::Write for PipeOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(buf);
+        while let Some(end) = self.1.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.1.drain(..=end).collect();
+            let _ = self.0.send(serde_json::from_slice(&line).unwrap());
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Over the stdio transport, with one worker or two: while a tool waits for the client,
+/// lines are still read, a ping is answered, and the client's answer reaches the tool.
+#[test]
+fn over_stdio_a_tool_waiting_for_the_client_never_blocks_reading() {
+    for workers in [1, 2] {
+        let srv = server(Duration::from_secs(10));
+        let s = Session::new(
+            format!("stdio-{workers}"),
+            Transport::Stdio,
+            Principal::local("t", "u", &[Role::User]),
+        );
+        let (to_server, input) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (output, from_server) = std::sync::mpsc::channel::<Value>();
+        let serving = thread::spawn(move || {
+            mreg::transport::stdio::serve(
+                srv,
+                s,
+                PipeIn(input, Vec::new()),
+                PipeOut(output, Vec::new()),
+                workers,
+            )
+        });
+        let send = |v: Value| to_server.send(format!("{v}\n").into_bytes()).unwrap();
+        let recv = || from_server.recv_timeout(Duration::from_secs(5)).unwrap();
+        send(
+            json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{}},"clientInfo":{"name":"c","version":"1"}}}),
+        );
+        assert_eq!(recv()["id"], 0);
+        send(json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
+        send(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ask"}}));
+        let ask = recv();
+        assert_eq!(ask["method"], "elicitation/create", "{ask}");
+        send(json!({"jsonrpc":"2.0","id":2,"method":"ping"}));
+        assert_eq!(recv(), json!({"jsonrpc":"2.0","id":2,"result":{}}));
+        send(
+            json!({"jsonrpc":"2.0","id":ask["id"],"result":{"action":"accept","content":{"name":"Ada"}}}),
+        );
+        let answer = recv();
+        assert_eq!(answer["id"], 1, "{answer}");
+        assert_eq!(answer["result"]["content"][0]["text"], "Ada", "{answer}");
+        drop(to_server);
+        serving.join().unwrap().unwrap();
+    }
+}

@@ -346,3 +346,43 @@ fn tool_call_workers_start_on_demand_and_stay_bounded() {
     assert_alive(&mut c, 3);
     assert_eq!(c.close().0, 0);
 }
+
+#[test]
+fn calls_sent_just_before_eof_are_all_answered() {
+    let dir = TempDir::new("stdio-eof");
+    let mut input = String::new();
+    input.push_str(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}).to_string());
+    input.push('\n');
+    input.push_str("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
+    for id in 1..=40 {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "_get_authentication_info", "arguments": {}}});
+        input.push_str(&format!("{call}\n"));
+    }
+    let mut child = mreg(dir.path())
+        .env("MREG_STDIO_WORKERS", "1")
+        .env("MREG_FASTMCP_ENABLE_RATE_LIMITING", "false")
+        .arg("stdio")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Written and closed at once: EOF arrives while the calls queue behind one worker.
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let mut ids: Vec<i64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert!(v["error"].is_null(), "{v}");
+            v["id"].as_i64().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..=40).collect::<Vec<_>>());
+}

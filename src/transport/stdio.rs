@@ -1,18 +1,22 @@
 //! MCP over stdio: one JSON-RPC message per line on stdin and stdout, logs on stderr.
-//! The reader thread frames lines (bounded), answers cheap requests inline, routes
-//! client responses, and hands tool calls and other handler work to a fixed pool so
-//! that a tool waiting for the client (elicitation, sampling) never blocks reading.
+//!
+//! Threads take turns at reading (leader/followers). The leader frames lines (bounded),
+//! answers cheap requests and routes client responses itself. A tool call (or other
+//! handler work that may wait for the client) it runs itself too, but only after it
+//! has handed the reading on to an idle thread, started on demand: the call's thread
+//! answers it directly, with no queue and no second wake-up on the way, and a tool
+//! waiting for the client (elicitation, sampling) never blocks reading.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use mreg_wire::framing::{Frame, LineDecoder};
-use mreg_wire::jsonrpc::{self, ErrorCode, ErrorObject, Message};
+use mreg_wire::jsonrpc::{self, ErrorCode, ErrorObject, Message, Request};
 
 use crate::mcp::context::{Closed, Outbound};
 use crate::mcp::server::Server;
@@ -41,7 +45,8 @@ impl<W: Write + Send> Outbound for LineWriter<W> {
     }
 }
 
-/// Methods whose handlers may run long or wait for the client: served on the pool.
+/// Methods whose handlers may run long or wait for the client: never run by a thread
+/// that is still the reader.
 fn runs_on_pool(method: &str) -> bool {
     matches!(
         method,
@@ -50,11 +55,12 @@ fn runs_on_pool(method: &str) -> bool {
 }
 
 /// Serves one client over `input`/`output` until EOF; returns when every request
-/// accepted before EOF has been answered.
-pub fn serve<R: Read, W: Write + Send + 'static>(
+/// accepted before EOF has been answered. The calling thread serves too; at most
+/// `workers` requests run at once, and at most `workers` more threads are started.
+pub fn serve<R: Read + Send, W: Write + Send + 'static>(
     server: Arc<Server>,
     session: Arc<Session>,
-    mut input: R,
+    input: R,
     output: W,
     workers: usize,
 ) -> io::Result<()> {
@@ -62,129 +68,218 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
     session.set_notifier(Some(out.clone()));
     server.sessions.insert(session.clone());
 
-    // A bounded queue: a client that pipelines faster than we serve is slowed down.
-    let (tx, rx) = mpsc::sync_channel::<jsonrpc::Request>(workers * 64);
-    let mut pool = Pool {
-        rx: Arc::new(Mutex::new(rx)),
-        idle: Arc::new(AtomicUsize::new(0)),
-        threads: Vec::new(),
-        max: workers.max(1),
-        server: server.clone(),
-        session: session.clone(),
-        out: out.clone(),
+    let workers = workers.max(1);
+    let stdio = Stdio {
+        server: &server,
+        session: &session,
+        out: &out,
+        reader: Mutex::new(Reader {
+            input,
+            decoder: LineDecoder::new(server.limits.max_bytes),
+            buf: vec![0u8; 64 * 1024],
+            frames: VecDeque::new(),
+            ended: None,
+        }),
+        waiting_to_read: AtomicUsize::new(0),
+        started: AtomicUsize::new(0),
+        work: Mutex::new(Work::default()),
+        room: Condvar::new(),
+        workers,
     };
-
-    let max_line = server.limits.max_bytes;
-    let mut decoder = LineDecoder::new(max_line);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut on_frame =
-        |frame: Frame| handle_frame(&server, &session, &out, &tx, &mut pool, frame, max_line);
-    let result = loop {
-        match input.read(&mut buf) {
-            Ok(0) => break Ok(()),
-            Ok(n) => decoder.feed(&buf[..n], &mut on_frame),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(e),
-        }
-    };
-    decoder.finish(&mut on_frame);
-    drop(tx);
-    for t in pool.threads {
-        let _ = t.join();
-    }
+    thread::scope(|scope| stdio.run(scope));
+    let result = stdio.reader.into_inner().ended.unwrap_or(Ok(()));
     session.close();
     server.sessions.remove(&session.id);
     result
 }
 
-/// The workers that serve [`runs_on_pool`] requests. They start on demand, one each
-/// time a request finds none waiting, up to `max`, and stay until EOF: a session that
-/// never calls a tool starts none, and start-up does not wait for them.
-struct Pool {
-    rx: Arc<Mutex<mpsc::Receiver<jsonrpc::Request>>>,
-    /// Workers waiting for a request.
-    idle: Arc<AtomicUsize>,
-    threads: Vec<thread::JoinHandle<()>>,
-    max: usize,
-    server: Arc<Server>,
-    session: Arc<Session>,
-    out: Arc<dyn Outbound>,
+struct Stdio<'a, R> {
+    server: &'a Server,
+    session: &'a Arc<Session>,
+    out: &'a Arc<dyn Outbound>,
+    /// Held by the leader: the one thread reading and dispatching.
+    reader: Mutex<Reader<R>>,
+    /// Threads waiting for `reader`: each can take over the reading.
+    waiting_to_read: AtomicUsize,
+    /// Threads started besides the caller's.
+    started: AtomicUsize,
+    work: Mutex<Work>,
+    /// Signalled when the backlog shrinks.
+    room: Condvar,
+    workers: usize,
 }
 
-impl Pool {
-    /// Starts a worker when none waits. Fails only when no worker runs and none can
-    /// start: a request queued then would never be answered.
-    fn grow_if_busy(&mut self) -> Result<(), io::Error> {
-        if self.idle.load(Ordering::Acquire) > 0 || self.threads.len() >= self.max {
-            return Ok(());
-        }
-        let (server, session, out) = (self.server.clone(), self.session.clone(), self.out.clone());
-        let (rx, idle) = (self.rx.clone(), self.idle.clone());
-        let worker = thread::Builder::new()
-            .name(format!("mreg-stdio-{}", self.threads.len()))
-            .spawn(move || {
-                loop {
-                    idle.fetch_add(1, Ordering::AcqRel);
-                    let next = rx.lock().recv();
-                    idle.fetch_sub(1, Ordering::AcqRel);
-                    let Ok(req) = next else { break };
-                    if let Some(answer) = server.handle_request(&session, req, &*out) {
-                        let _ = out.send(&answer.body);
-                    }
+struct Reader<R> {
+    input: R,
+    decoder: LineDecoder,
+    buf: Vec<u8>,
+    /// Frames of the last read not dispatched yet: at most one read's worth.
+    frames: VecDeque<Frame>,
+    /// Set at EOF or on a read error.
+    ended: Option<io::Result<()>>,
+}
+
+#[derive(Default)]
+struct Work {
+    /// Requests running now (at most `workers`).
+    running: usize,
+    /// Requests accepted while `workers` were running, taken first by the next to end.
+    backlog: VecDeque<Request>,
+}
+
+impl<'a, R: Read + Send> Stdio<'a, R> {
+    fn run<'scope>(&'scope self, scope: &'scope thread::Scope<'scope, '_>) {
+        loop {
+            self.waiting_to_read.fetch_add(1, Ordering::AcqRel);
+            let mut reader = self.reader.lock();
+            self.waiting_to_read.fetch_sub(1, Ordering::AcqRel);
+            let Some(req) = self.lead(&mut reader, scope) else {
+                return;
+            };
+            drop(reader);
+            let mut next = Some(req);
+            while let Some(req) = next {
+                if let Some(answer) = self.server.handle_request(self.session, req, &**self.out) {
+                    let _ = self.out.send(&answer.body);
                 }
-            });
-        match worker {
-            Ok(handle) => self.threads.push(handle),
-            Err(e) if self.threads.is_empty() => return Err(e),
-            // The workers already running serve the queue.
-            Err(e) => log::warn!("stdio: cannot start another worker thread: {e}"),
+                next = self.next_from_backlog();
+            }
         }
-        Ok(())
+    }
+
+    /// Reads and dispatches until this thread takes a request to run (counted in
+    /// `running`, with another thread ready to read), or until the input has ended.
+    fn lead<'scope>(
+        &'scope self,
+        reader: &mut Reader<R>,
+        scope: &'scope thread::Scope<'scope, '_>,
+    ) -> Option<Request> {
+        loop {
+            let Some(frame) = reader.frames.pop_front() else {
+                if reader.ended.is_some() {
+                    return None;
+                }
+                reader.fill();
+                continue;
+            };
+            let Some(req) = self.dispatch(frame) else {
+                continue;
+            };
+            let mut work = self.work.lock();
+            if work.running >= self.workers {
+                // Backpressure: a client that pipelines faster than we serve waits.
+                while work.backlog.len() >= self.workers * 64 {
+                    self.room.wait(&mut work);
+                }
+                work.backlog.push_back(req);
+                continue;
+            }
+            work.running += 1;
+            drop(work);
+            if self.hand_over_reading(scope) {
+                return Some(req);
+            }
+            // No thread to read meanwhile: run it here. A tool that waits for the
+            // client then waits out its timeout, but nothing hangs.
+            if let Some(answer) = self.server.handle_request(self.session, req, &**self.out) {
+                let _ = self.out.send(&answer.body);
+            }
+            self.work.lock().running -= 1;
+        }
+    }
+
+    /// Makes sure a thread other than the leader can take the reading: one waits for
+    /// it already, or one is started (up to `workers`).
+    fn hand_over_reading<'scope>(&'scope self, scope: &'scope thread::Scope<'scope, '_>) -> bool {
+        if self.waiting_to_read.load(Ordering::Acquire) > 0 {
+            return true;
+        }
+        let n = self.started.load(Ordering::Acquire);
+        if n >= self.workers {
+            // Every other thread runs a request or is on its way to wait.
+            return true;
+        }
+        let spawned = thread::Builder::new()
+            .name(format!("mreg-stdio-{n}"))
+            .spawn_scoped(scope, move || self.run(scope));
+        match spawned {
+            Ok(_) => {
+                self.started.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+            Err(e) => {
+                log::warn!("stdio: cannot start a thread to read while a call runs: {e}");
+                false
+            }
+        }
+    }
+
+    /// The next backlog request for a thread that just answered one; `None` (and one
+    /// fewer running) when the backlog is empty.
+    fn next_from_backlog(&self) -> Option<Request> {
+        let mut work = self.work.lock();
+        let next = work.backlog.pop_front();
+        if next.is_some() {
+            self.room.notify_one();
+        } else {
+            work.running -= 1;
+        }
+        next
+    }
+
+    /// Answers what the leader answers itself; returns a request to run elsewhere.
+    fn dispatch(&self, frame: Frame) -> Option<Request> {
+        let line = match frame {
+            Frame::Line(line) => line,
+            Frame::TooLong { len } => {
+                let e = ErrorObject::new(
+                    ErrorCode::INVALID_REQUEST,
+                    format!(
+                        "message too large: {len} bytes, the limit is {}",
+                        self.server.limits.max_bytes
+                    ),
+                );
+                let _ = self.out.send(&jsonrpc::encode_error(None, &e));
+                return None;
+            }
+        };
+        match jsonrpc::decode(&line, &self.server.limits) {
+            Ok(Message::Request(req)) if runs_on_pool(&req.method) => Some(req),
+            Ok(msg) => {
+                if let Some(resp) = self.server.handle(self.session, msg, &**self.out) {
+                    let _ = self.out.send(&resp);
+                }
+                None
+            }
+            Err(e) => {
+                log::debug!("stdio: refused line: {e}");
+                let _ = self
+                    .out
+                    .send(&jsonrpc::encode_error(e.id.as_ref(), &e.to_error()));
+                None
+            }
+        }
     }
 }
 
-fn handle_frame(
-    server: &Server,
-    session: &Arc<Session>,
-    out: &Arc<dyn Outbound>,
-    queue: &mpsc::SyncSender<jsonrpc::Request>,
-    pool: &mut Pool,
-    frame: Frame,
-    max_line: usize,
-) {
-    let line = match frame {
-        Frame::Line(line) => line,
-        Frame::TooLong { len } => {
-            let e = ErrorObject::new(
-                ErrorCode::INVALID_REQUEST,
-                format!("message too large: {len} bytes, the limit is {max_line}"),
-            );
-            let _ = out.send(&jsonrpc::encode_error(None, &e));
-            return;
-        }
-    };
-    match jsonrpc::decode(&line, &server.limits) {
-        Ok(Message::Request(req)) if runs_on_pool(&req.method) => {
-            if let Err(e) = pool.grow_if_busy() {
-                log::error!("stdio: cannot start a worker thread: {e}");
-                let e = ErrorObject::new(
-                    ErrorCode::INTERNAL_ERROR,
-                    format!("the server cannot start a thread to run {}", req.method),
-                );
-                let _ = out.send(&jsonrpc::encode_error(Some(&req.id), &e));
-                return;
+impl<R: Read> Reader<R> {
+    /// One read into `frames`; at EOF the unterminated last line too.
+    fn fill(&mut self) {
+        let Reader {
+            input,
+            decoder,
+            buf,
+            frames,
+            ended,
+        } = self;
+        match input.read(buf) {
+            Ok(0) => {
+                decoder.finish(&mut |f| frames.push_back(f));
+                *ended = Some(Ok(()));
             }
-            // Blocks when the queue is full: backpressure on the client.
-            let _ = queue.send(req);
-        }
-        Ok(msg) => {
-            if let Some(resp) = server.handle(session, msg, &**out) {
-                let _ = out.send(&resp);
-            }
-        }
-        Err(e) => {
-            log::debug!("stdio: refused line: {e}");
-            let _ = out.send(&jsonrpc::encode_error(e.id.as_ref(), &e.to_error()));
+            Ok(n) => decoder.feed(&buf[..n], &mut |f| frames.push_back(f)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => *ended = Some(Err(e)),
         }
     }
 }
