@@ -1,6 +1,6 @@
-//! Benchmarks of the request path: JSON-RPC decode + encode, a rate-limit check, and a
-//! full in-process `tools/call` through the whole chain (audit durable and batch, rate
-//! limit, access control) as `mreg` builds it. Plain timing loops; run with
+//! Benchmarks of the request path: HTTP head parsing, JSON-RPC decode + encode, a
+//! rate-limit check, and a full in-process `tools/call` through the whole chain (audit
+//! durable and batch, rate limit, access control) as `mreg` builds it. Plain timing loops; run with
 //! `cargo bench --bench chain`. Each line: operations per second and mean time.
 
 use std::hint::black_box;
@@ -74,6 +74,19 @@ fn main() {
     measure("jsonrpc decode + encode", 1, move |_| {
         let m = jsonrpc::decode(black_box(msg), &Limits::default()).unwrap();
         black_box(jsonrpc::encode(&m));
+    });
+
+    // What wrk sends in the load harness: a bearer token of a typical Entra size.
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Mcp-Session-Id: 3f9c2a8e5b7d4c1fa0e6b9d2c4f81a7e\r\nMcp-Protocol-Version: 2025-11-25\r\n\
+         Content-Length: 118\r\n\r\n",
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.".repeat(24)
+    );
+    let head_limits = mreg_wire::http::HeadLimits::default();
+    measure("http head parse (8 fields, 900-byte token)", 1, move |_| {
+        black_box(mreg_wire::http::parse_head(black_box(head.as_bytes()), &head_limits).unwrap());
     });
 
     let limiter = Arc::new(RateLimiter::default());
