@@ -79,6 +79,12 @@ fn server(timeout: Duration) -> Arc<Server> {
             Ok(ToolOutput::text("done"))
         },
     ));
+    reg.tool(Tool::new(
+        "boom",
+        "panics",
+        json!({"type": "object"}),
+        |_, _| panic!("boom"),
+    ));
     reg.resource(Resource::new(
         json!({"uri": "test://r", "name": "r"}),
         |_, uri| Ok(vec![json!({"uri": uri, "text": "x"})]),
@@ -344,4 +350,49 @@ fn over_stdio_a_tool_waiting_for_the_client_never_blocks_reading() {
         drop(to_server);
         serving.join().unwrap().unwrap();
     }
+}
+
+/// A tool that panics gets an internal error over stdio, and later calls are still
+/// served by the single worker allowed (its place among the running was given back).
+#[test]
+fn over_stdio_a_panicking_tool_is_answered_and_the_worker_serves_on() {
+    let srv = server(Duration::from_secs(10));
+    let s = Session::new(
+        "stdio-panic".into(),
+        Transport::Stdio,
+        Principal::local("t", "u", &[Role::User]),
+    );
+    let (to_server, input) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (output, from_server) = std::sync::mpsc::channel::<Value>();
+    let serving = thread::spawn(move || {
+        mreg::transport::stdio::serve(
+            srv,
+            s,
+            PipeIn(input, Vec::new()),
+            PipeOut(output, Vec::new()),
+            1,
+        )
+    });
+    let send = |v: Value| to_server.send(format!("{v}\n").into_bytes()).unwrap();
+    let recv = || from_server.recv_timeout(Duration::from_secs(5)).unwrap();
+    send(
+        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}),
+    );
+    assert_eq!(recv()["id"], 0);
+    send(json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
+    for id in 1..=3 {
+        send(json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"boom"}}));
+        let r = recv();
+        assert_eq!(r["id"], id, "{r}");
+        assert_eq!(r["error"]["code"], -32603, "{r}");
+    }
+    send(json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"work"}}));
+    // The tool logs first: skip notifications to its answer.
+    let r = std::iter::repeat_with(recv)
+        .find(|m| m.get("id").is_some())
+        .unwrap();
+    assert_eq!(r["id"], 4, "{r}");
+    assert_eq!(r["result"]["content"][0]["text"], "done", "{r}");
+    drop(to_server);
+    serving.join().unwrap().unwrap();
 }

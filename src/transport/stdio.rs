@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -139,9 +140,7 @@ impl<'a, R: Read + Send> Stdio<'a, R> {
             drop(reader);
             let mut next = Some(req);
             while let Some(req) = next {
-                if let Some(answer) = self.server.handle_request(self.session, req, &**self.out) {
-                    let _ = self.out.send(&answer.body);
-                }
+                self.answer(req);
                 next = self.next_from_backlog();
             }
         }
@@ -181,9 +180,7 @@ impl<'a, R: Read + Send> Stdio<'a, R> {
             }
             // No thread to read meanwhile: run it here. A tool that waits for the
             // client then waits out its timeout, but nothing hangs.
-            if let Some(answer) = self.server.handle_request(self.session, req, &**self.out) {
-                let _ = self.out.send(&answer.body);
-            }
+            self.answer(req);
             self.work.lock().running -= 1;
         }
     }
@@ -210,6 +207,28 @@ impl<'a, R: Read + Send> Stdio<'a, R> {
             Err(e) => {
                 log::warn!("stdio: cannot start a thread to read while a call runs: {e}");
                 false
+            }
+        }
+    }
+
+    /// Runs `req` and writes its answer. A panic outside the chain (which catches the
+    /// handlers' own) is answered as an internal error; the thread and its place in
+    /// `running` stay good.
+    fn answer(&self, req: Request) {
+        let id = req.id.clone();
+        let handled = catch_unwind(AssertUnwindSafe(|| {
+            self.server.handle_request(self.session, req, &**self.out)
+        }));
+        match handled {
+            Ok(Some(answer)) => {
+                let _ = self.out.send(&answer.body);
+            }
+            Ok(None) => {}
+            Err(_) => {
+                log::error!("stdio: request {id} panicked");
+                let _ = self
+                    .out
+                    .send(&jsonrpc::encode_error(Some(&id), &ErrorObject::internal()));
             }
         }
     }
