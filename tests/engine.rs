@@ -307,11 +307,15 @@ impl std::io::Write for PipeOut {
     }
 }
 
-/// Over the stdio transport, with one worker or two: while a tool waits for the client,
-/// lines are still read, a ping is answered, and the client's answer reaches the tool.
-#[test]
-fn over_stdio_a_tool_waiting_for_the_client_never_blocks_reading() {
-    for workers in [1, 2] {
+/// `stdio::serve` on a thread, fed and read through channels, already initialized.
+struct StdioPipe {
+    to_server: std::sync::mpsc::Sender<Vec<u8>>,
+    from_server: std::sync::mpsc::Receiver<Value>,
+    serving: thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl StdioPipe {
+    fn start(workers: usize) -> StdioPipe {
         let srv = server(Duration::from_secs(10));
         let s = Session::new(
             format!("stdio-{workers}"),
@@ -329,26 +333,54 @@ fn over_stdio_a_tool_waiting_for_the_client_never_blocks_reading() {
                 workers,
             )
         });
-        let send = |v: Value| to_server.send(format!("{v}\n").into_bytes()).unwrap();
-        let recv = || from_server.recv_timeout(Duration::from_secs(5)).unwrap();
-        send(
+        let pipe = StdioPipe {
+            to_server,
+            from_server,
+            serving,
+        };
+        pipe.send(
             json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{}},"clientInfo":{"name":"c","version":"1"}}}),
         );
-        assert_eq!(recv()["id"], 0);
-        send(json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
-        send(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ask"}}));
-        let ask = recv();
+        assert_eq!(pipe.recv()["id"], 0);
+        pipe.send(json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
+        pipe
+    }
+
+    fn send(&self, v: Value) {
+        self.to_server.send(format!("{v}\n").into_bytes()).unwrap();
+    }
+
+    fn recv(&self) -> Value {
+        self.from_server
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap()
+    }
+
+    /// Closes stdin; `serve` must return without error.
+    fn finish(self) {
+        drop(self.to_server);
+        self.serving.join().unwrap().unwrap();
+    }
+}
+
+/// Over the stdio transport, with one worker or two: while a tool waits for the client,
+/// lines are still read, a ping is answered, and the client's answer reaches the tool.
+#[test]
+fn over_stdio_a_tool_waiting_for_the_client_never_blocks_reading() {
+    for workers in [1, 2] {
+        let pipe = StdioPipe::start(workers);
+        pipe.send(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ask"}}));
+        let ask = pipe.recv();
         assert_eq!(ask["method"], "elicitation/create", "{ask}");
-        send(json!({"jsonrpc":"2.0","id":2,"method":"ping"}));
-        assert_eq!(recv(), json!({"jsonrpc":"2.0","id":2,"result":{}}));
-        send(
+        pipe.send(json!({"jsonrpc":"2.0","id":2,"method":"ping"}));
+        assert_eq!(pipe.recv(), json!({"jsonrpc":"2.0","id":2,"result":{}}));
+        pipe.send(
             json!({"jsonrpc":"2.0","id":ask["id"],"result":{"action":"accept","content":{"name":"Ada"}}}),
         );
-        let answer = recv();
+        let answer = pipe.recv();
         assert_eq!(answer["id"], 1, "{answer}");
         assert_eq!(answer["result"]["content"][0]["text"], "Ada", "{answer}");
-        drop(to_server);
-        serving.join().unwrap().unwrap();
+        pipe.finish();
     }
 }
 
@@ -356,43 +388,19 @@ fn over_stdio_a_tool_waiting_for_the_client_never_blocks_reading() {
 /// served by the single worker allowed (its place among the running was given back).
 #[test]
 fn over_stdio_a_panicking_tool_is_answered_and_the_worker_serves_on() {
-    let srv = server(Duration::from_secs(10));
-    let s = Session::new(
-        "stdio-panic".into(),
-        Transport::Stdio,
-        Principal::local("t", "u", &[Role::User]),
-    );
-    let (to_server, input) = std::sync::mpsc::channel::<Vec<u8>>();
-    let (output, from_server) = std::sync::mpsc::channel::<Value>();
-    let serving = thread::spawn(move || {
-        mreg::transport::stdio::serve(
-            srv,
-            s,
-            PipeIn(input, Vec::new()),
-            PipeOut(output, Vec::new()),
-            1,
-        )
-    });
-    let send = |v: Value| to_server.send(format!("{v}\n").into_bytes()).unwrap();
-    let recv = || from_server.recv_timeout(Duration::from_secs(5)).unwrap();
-    send(
-        json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}),
-    );
-    assert_eq!(recv()["id"], 0);
-    send(json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
+    let pipe = StdioPipe::start(1);
     for id in 1..=3 {
-        send(json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"boom"}}));
-        let r = recv();
+        pipe.send(json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"boom"}}));
+        let r = pipe.recv();
         assert_eq!(r["id"], id, "{r}");
         assert_eq!(r["error"]["code"], -32603, "{r}");
     }
-    send(json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"work"}}));
+    pipe.send(json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"work"}}));
     // The tool logs first: skip notifications to its answer.
-    let r = std::iter::repeat_with(recv)
+    let r = std::iter::repeat_with(|| pipe.recv())
         .find(|m| m.get("id").is_some())
         .unwrap();
     assert_eq!(r["id"], 4, "{r}");
     assert_eq!(r["result"]["content"][0]["text"], "done", "{r}");
-    drop(to_server);
-    serving.join().unwrap().unwrap();
+    pipe.finish();
 }
