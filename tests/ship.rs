@@ -209,8 +209,15 @@ impl Drop for OtlpReceiver {
     }
 }
 
+/// The lines the receiver has written in full: it may be writing one right now.
+fn whole_lines(out: &Path) -> String {
+    let mut text = std::fs::read_to_string(out).unwrap_or_default();
+    text.truncate(text.rfind('\n').map_or(0, |end| end + 1));
+    text
+}
+
 fn otlp_received(out: &Path) -> Received {
-    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let text = whole_lines(out);
     text.lines()
         .map(|l| {
             let mut parts = l.splitn(3, '\t');
@@ -354,7 +361,7 @@ fn sd_param<'a>(sd: &'a str, name: &str) -> Option<&'a str> {
 }
 
 fn syslog_received(out: &Path) -> Received {
-    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let text = whole_lines(out);
     text.lines()
         .map(|l| {
             let f: Vec<&str> = l.splitn(6, '\t').collect();
