@@ -214,11 +214,16 @@ impl RateStore {
 
     pub fn persist(&self, limiter: &RateLimiter, now_ms: u64) -> Result<usize, sled::Error> {
         let dirty = limiter.take_dirty();
+        let idle = limiter.prune_idle(now_ms);
+        if dirty.is_empty() && idle.is_empty() {
+            // sled logs even an empty batch: an idle server would write every second.
+            return Ok(0);
+        }
         let mut batch = sled::Batch::default();
         for (k, tat) in &dirty {
             batch.insert(k.as_bytes(), &tat.to_be_bytes());
         }
-        for k in limiter.prune_idle(now_ms) {
+        for k in &idle {
             batch.remove(k.as_bytes());
         }
         self.tree.apply_batch(batch)?;
@@ -381,6 +386,38 @@ mod tests {
             l.prune_idle(1_000_000 + IDLE_PRUNE_MS + 10_000_000),
             vec!["a".to_string()]
         );
+    }
+
+    #[test]
+    fn persisting_nothing_writes_nothing() {
+        let dir = std::env::temp_dir().join(format!("mreg-rate-persist-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = sled::Config::new().path(&dir).open().unwrap();
+        let store = RateStore {
+            tree: db.open_tree("rate").unwrap(),
+        };
+        let log = dir.join("db");
+        let mtime = || std::fs::metadata(&log).unwrap().modified().unwrap();
+        let (l, now) = (RateLimiter::default(), 1_000_000);
+        let wait = || std::thread::sleep(std::time::Duration::from_millis(20));
+
+        l.check("a", R, now * 1000);
+        assert_eq!(store.persist(&l, now).unwrap(), 1);
+        db.flush().unwrap();
+        let written = mtime();
+        wait();
+        assert_eq!(store.persist(&l, now).unwrap(), 0);
+        db.flush().unwrap();
+        assert_eq!(mtime(), written, "an empty persist wrote to the log");
+        // The check can see a write: a new bucket moves the mtime.
+        wait();
+        l.check("b", R, now * 1000);
+        assert_eq!(store.persist(&l, now).unwrap(), 1);
+        db.flush().unwrap();
+        assert_ne!(mtime(), written);
+        assert!(store.load("b").is_some());
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
