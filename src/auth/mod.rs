@@ -102,29 +102,13 @@ impl fmt::Display for AuthError {
 
 impl std::error::Error for AuthError {}
 
-/// Extracts the token of an `Authorization: Bearer <token68>` value. The scheme is
-/// case-insensitive and followed by one or more spaces; the token is one token68
-/// (RFC 7235) of at most `max_token_bytes`; nothing may follow it.
+/// Extracts the token of an `Authorization: Bearer <token68>` value
+/// ([`mreg_wire::jwt::bearer`]).
 pub fn parse_bearer(value: &str, max_token_bytes: usize) -> Result<&str, AuthError> {
-    let value = value.trim_matches([' ', '\t']);
-    let (scheme, rest) = value.split_once(' ').ok_or(AuthError::BadHeader)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthError::BadHeader);
-    }
-    let token = rest.trim_start_matches(' ');
-    if token.len() > max_token_bytes {
-        return Err(AuthError::Invalid(Refusal::TokenTooLong));
-    }
-    let body = token.trim_end_matches('=');
-    let token68 = !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
-    if token68 {
-        Ok(token)
-    } else {
-        Err(AuthError::BadHeader)
-    }
+    mreg_wire::jwt::bearer(value, max_token_bytes).map_err(|e| match e {
+        mreg_wire::jwt::BearerError::BadHeader => AuthError::BadHeader,
+        mreg_wire::jwt::BearerError::TooLong => AuthError::Invalid(Refusal::TokenTooLong),
+    })
 }
 
 /// Where key sets come from.

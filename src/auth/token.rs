@@ -17,9 +17,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
+use mreg_wire::jwt::{JwtError, Parts};
 use serde_json::{Map, Value};
 
 use super::keys::{KeyEntry, KeySet};
@@ -210,15 +209,6 @@ pub struct Verified {
     pub kid: String,
 }
 
-/// The parsed, not yet trusted, parts of a token.
-struct Parts<'a> {
-    /// `header.payload`, the signed message.
-    message: &'a str,
-    signature: &'a str,
-    kid: String,
-    claims: Map<String, Value>,
-}
-
 /// Reads `tid` and `kid` without verifying anything, and checks the tenant against the
 /// allow-list, so the caller can choose (or fetch) the tenant's key set. The `tid` is
 /// only returned for an admitted tenant, so it is safe to put in a URL.
@@ -298,55 +288,12 @@ pub fn install_crypto_provider() {
 
 /// Size, shape (three base64url segments), header and claims JSON.
 fn split(token: &str, max_bytes: usize) -> Result<Parts<'_>, Refusal> {
-    if token.len() > max_bytes {
-        return Err(Refusal::TokenTooLong);
-    }
-    let mut segs = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (segs.next(), segs.next(), segs.next(), segs.next())
-    else {
-        return Err(Refusal::Malformed);
-    };
-    let b64url = |seg: &str| {
-        !seg.is_empty()
-            && seg
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if !(b64url(h) && b64url(p) && b64url(s)) {
-        return Err(Refusal::Malformed);
-    }
-    let header = json_object(h)?;
-    match header.get("alg").and_then(Value::as_str) {
-        Some("RS256") => {}
-        Some(_) => return Err(Refusal::UnsupportedAlg),
-        None => return Err(Refusal::Malformed),
-    }
-    // Critical extensions we would have to understand: we understand none.
-    if header.contains_key("crit") {
-        return Err(Refusal::UnsupportedAlg);
-    }
-    let kid = match header.get("kid") {
-        Some(Value::String(k)) if !k.is_empty() => k.clone(),
-        Some(_) => return Err(Refusal::Malformed),
-        None => return Err(Refusal::MissingClaim("kid")),
-    };
-    let claims = json_object(p)?;
-    Ok(Parts {
-        message: &token[..h.len() + 1 + p.len()],
-        signature: s,
-        kid,
-        claims,
+    mreg_wire::jwt::split(token, max_bytes).map_err(|e| match e {
+        JwtError::TooLong => Refusal::TokenTooLong,
+        JwtError::Malformed => Refusal::Malformed,
+        JwtError::UnsupportedAlg => Refusal::UnsupportedAlg,
+        JwtError::MissingKid => Refusal::MissingClaim("kid"),
     })
-}
-
-fn json_object(seg: &str) -> Result<Map<String, Value>, Refusal> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(seg)
-        .map_err(|_| Refusal::Malformed)?;
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(Refusal::Malformed),
-    }
 }
 
 fn claim_str<'a>(claims: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, Refusal> {

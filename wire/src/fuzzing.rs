@@ -325,6 +325,31 @@ pub fn query_eval(data: &[u8]) {
     }
 }
 
+/// Bearer tokens: `data` is an `Authorization` value. Taking it apart never panics; a
+/// token is a piece of the value within the limit; a token that splits rebuilds as
+/// `message.signature`, with a non-empty `kid`; one byte under its length, it is too long.
+pub fn jwt(data: &[u8]) {
+    let Ok(value) = std::str::from_utf8(data) else {
+        return;
+    };
+    const MAX: usize = 16 * 1024;
+    let Ok(token) = crate::jwt::bearer(value, MAX) else {
+        return;
+    };
+    assert!(
+        token.len() <= MAX && value.contains(token),
+        "{value:?} gave {token:?}"
+    );
+    if let Ok(parts) = crate::jwt::split(token, MAX) {
+        assert_eq!(format!("{}.{}", parts.message, parts.signature), token);
+        assert!(!parts.kid.is_empty());
+        assert_eq!(
+            crate::jwt::split(token, token.len() - 1).unwrap_err(),
+            crate::jwt::JwtError::TooLong
+        );
+    }
+}
+
 /// Replays every file under `dir` (recursively one level: `dir/*`) through `check`;
 /// returns how many inputs ran.
 pub fn replay_dir(dir: &std::path::Path, check: fn(&[u8])) -> usize {

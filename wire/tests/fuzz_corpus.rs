@@ -17,6 +17,7 @@ const TARGETS: &[Target] = &[
     ("chunked", fuzzing::chunked),
     ("query", fuzzing::query_filter),
     ("query_eval", fuzzing::query_eval),
+    ("jwt", fuzzing::jwt),
 ];
 
 fn fuzz_dir() -> PathBuf {
