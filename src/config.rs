@@ -1276,6 +1276,34 @@ mod tests {
         assert!(!c.local.explicit);
     }
 
+    /// The three places a variable is listed agree: `VARS` (documentation and typo
+    /// detection), the parser's defaults and `effective()` (`mreg check-config`).
+    #[test]
+    fn the_variable_lists_agree() {
+        let shown = load(&[]).unwrap().effective();
+        let documented: Vec<&str> = VARS.iter().map(|v| v.name).collect();
+        let missing: Vec<&&str> = shown.keys().filter(|k| !documented.contains(k)).collect();
+        assert!(missing.is_empty(), "shown but not in VARS: {missing:?}");
+        let mut drift = Vec::new();
+        for v in VARS {
+            match shown.get(v.name) {
+                None => {} // MREG_ENV_FILE only: checked below.
+                Some(value) if v.default.is_empty() || value == v.default => {}
+                Some(value) => drift.push(format!(
+                    "{}: VARS {:?}, parser {value:?}",
+                    v.name, v.default
+                )),
+            }
+        }
+        assert!(drift.is_empty(), "defaults differ:\n{}", drift.join("\n"));
+        let unshown: Vec<&str> = documented
+            .iter()
+            .copied()
+            .filter(|name| !shown.contains_key(name))
+            .collect();
+        assert_eq!(unshown, ["MREG_ENV_FILE"], "in VARS but not shown");
+    }
+
     #[test]
     fn reports_every_problem_at_once() {
         let e = load(&[
