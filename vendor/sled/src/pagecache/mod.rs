@@ -2077,7 +2077,13 @@ impl PageCache {
 
             trace!("load_snapshot pid {} {:?}", pid, state);
 
-            let mut cache_infos = Vec::default();
+            // mreg patch: sized exactly. Grown by push, a page's list kept room for
+            // 4 or 8 entries (40 bytes each) for as long as the page lived, on every
+            // page of the database, after each restart.
+            let mut cache_infos = Vec::with_capacity(match *state {
+                PageState::Present { ref frags, .. } => 1 + frags.len(),
+                _ => 1,
+            });
 
             let guard = pin();
 
