@@ -284,12 +284,14 @@ fn parse_request_line(line: &[u8]) -> Result<(String, String, Option<String>, Ve
     } else if target[0] != b'/' {
         return Err(HeadError::BadTarget);
     }
-    // Both are checked ASCII above.
-    let (path, query) = match target.iter().position(|&b| b == b'?') {
-        Some(q) => (&target[..q], Some(ascii(&target[q + 1..]))),
+    // All checked bytes are ASCII, so these conversions cannot fail.
+    let method = String::from_utf8_lossy(method).into_owned();
+    let target = String::from_utf8_lossy(target).into_owned();
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
         None => (target, None),
     };
-    Ok((ascii(method), ascii(path), query, version))
+    Ok((method, path, query, version))
 }
 
 /// `name ":" OWS value OWS`.
@@ -312,21 +314,9 @@ fn parse_header_line(line: &[u8]) -> Result<(String, String), HeadError> {
     {
         return Err(HeadError::BadHeaderValue);
     }
-    // A tchar name is ASCII; a value may hold obs-text (bytes >= 0x80).
-    let name = name
-        .iter()
-        .map(|&b| char::from(b.to_ascii_lowercase()))
-        .collect();
-    let value = match std::str::from_utf8(value) {
-        Ok(v) => v.to_owned(),
-        Err(_) => String::from_utf8_lossy(value).into_owned(),
-    };
+    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    let value = String::from_utf8_lossy(value).into_owned();
     Ok((name, value))
-}
-
-/// `bytes`, known to be ASCII, as a `String`.
-fn ascii(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| char::from(b)).collect()
 }
 
 /// Whole-head checks: `Host`, and one unambiguous body length.
@@ -369,49 +359,14 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// RFC 9110 `tchar`, one table lookup per byte (header names are checked byte by byte).
+/// RFC 9110 `tchar`.
 fn is_tchar(b: u8) -> bool {
-    const TCHAR: [bool; 256] = {
-        let mut t = [false; 256];
-        let mut i = 0;
-        while i < 256 {
-            let b = i as u8;
-            t[i] = b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                );
-            i += 1;
-        }
-        t
-    };
-    TCHAR[usize::from(b)]
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tchar_is_rfc_9110s_set() {
-        for b in 0..=255u8 {
-            let spec = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-            assert_eq!(is_tchar(b), spec, "byte {b:#04x}");
-        }
-    }
 
     fn limits() -> HeadLimits {
         HeadLimits::default()

@@ -544,16 +544,6 @@ enum HeadRead {
 }
 
 fn read_head(ctx: &Ctx, conn: &mut Conn) -> HeadRead {
-    READ_BUF.with_borrow_mut(|tmp| read_head_with(ctx, conn, &mut tmp[..]))
-}
-
-thread_local! {
-    /// Each worker's read buffer for request heads, zeroed once rather than per request.
-    static READ_BUF: std::cell::RefCell<Box<[u8; 4096]>> =
-        std::cell::RefCell::new(Box::new([0u8; 4096]));
-}
-
-fn read_head_with(ctx: &Ctx, conn: &mut Conn, tmp: &mut [u8]) -> HeadRead {
     let limits = &ctx.cfg.head;
     let mut deadline = conn.deadline;
     let mut waiting_first = conn.buf.is_empty();
@@ -568,6 +558,7 @@ fn read_head_with(ctx: &Ctx, conn: &mut Conn, tmp: &mut [u8]) -> HeadRead {
         );
     }
     let mut parse_now = !waiting_first;
+    let mut tmp = [0u8; 4096];
     loop {
         if parse_now {
             match parse_head(&conn.buf, limits) {
@@ -588,7 +579,7 @@ fn read_head_with(ctx: &Ctx, conn: &mut Conn, tmp: &mut [u8]) -> HeadRead {
         {
             return HeadRead::Closed;
         }
-        match (&conn.stream).read(tmp) {
+        match (&conn.stream).read(&mut tmp) {
             Ok(0) => return HeadRead::Closed,
             Ok(n) => {
                 conn.buf.extend_from_slice(&tmp[..n]);
