@@ -48,7 +48,7 @@ impl<W: Write + Send> Outbound for LineWriter<W> {
 
 /// Methods whose handlers may run long or wait for the client: never run by a thread
 /// that is still the reader.
-fn runs_on_pool(method: &str) -> bool {
+fn may_wait(method: &str) -> bool {
     matches!(
         method,
         "tools/call" | "prompts/get" | "resources/read" | "completion/complete"
@@ -80,9 +80,9 @@ pub fn serve<R: Read + Send, W: Write + Send + 'static>(
             buf: vec![0u8; 64 * 1024],
             frames: VecDeque::new(),
             ended: None,
+            started: 0,
         }),
         waiting_to_read: AtomicUsize::new(0),
-        started: AtomicUsize::new(0),
         work: Mutex::new(Work::default()),
         room: Condvar::new(),
         workers,
@@ -102,8 +102,6 @@ struct Stdio<'a, R> {
     reader: Mutex<Reader<R>>,
     /// Threads waiting for `reader`: each can take over the reading.
     waiting_to_read: AtomicUsize,
-    /// Threads started besides the caller's.
-    started: AtomicUsize,
     work: Mutex<Work>,
     /// Signalled when the backlog shrinks.
     room: Condvar,
@@ -118,6 +116,8 @@ struct Reader<R> {
     frames: VecDeque<Frame>,
     /// Set at EOF or on a read error.
     ended: Option<io::Result<()>>,
+    /// Threads started besides the caller's (only the leader starts one).
+    started: usize,
 }
 
 #[derive(Default)]
@@ -175,7 +175,7 @@ impl<'a, R: Read + Send> Stdio<'a, R> {
             }
             work.running += 1;
             drop(work);
-            if self.hand_over_reading(scope) {
+            if self.hand_over_reading(reader, scope) {
                 return Some(req);
             }
             // No thread to read meanwhile: run it here. A tool that waits for the
@@ -187,11 +187,15 @@ impl<'a, R: Read + Send> Stdio<'a, R> {
 
     /// Makes sure a thread other than the leader can take the reading: one waits for
     /// it already, or one is started (up to `workers`).
-    fn hand_over_reading<'scope>(&'scope self, scope: &'scope thread::Scope<'scope, '_>) -> bool {
+    fn hand_over_reading<'scope>(
+        &'scope self,
+        reader: &mut Reader<R>,
+        scope: &'scope thread::Scope<'scope, '_>,
+    ) -> bool {
         if self.waiting_to_read.load(Ordering::Acquire) > 0 {
             return true;
         }
-        let n = self.started.load(Ordering::Acquire);
+        let n = reader.started;
         if n >= self.workers {
             // Every other thread runs a request or is on its way to wait.
             return true;
@@ -201,7 +205,7 @@ impl<'a, R: Read + Send> Stdio<'a, R> {
             .spawn_scoped(scope, move || self.run(scope));
         match spawned {
             Ok(_) => {
-                self.started.fetch_add(1, Ordering::AcqRel);
+                reader.started += 1;
                 true
             }
             Err(e) => {
@@ -263,7 +267,7 @@ impl<'a, R: Read + Send> Stdio<'a, R> {
             }
         };
         match jsonrpc::decode(&line, &self.server.limits) {
-            Ok(Message::Request(req)) if runs_on_pool(&req.method) => Some(req),
+            Ok(Message::Request(req)) if may_wait(&req.method) => Some(req),
             Ok(msg) => {
                 if let Some(resp) = self.server.handle(self.session, msg, &**self.out) {
                     let _ = self.out.send(&resp);
@@ -290,6 +294,7 @@ impl<R: Read> Reader<R> {
             buf,
             frames,
             ended,
+            ..
         } = self;
         match input.read(buf) {
             Ok(0) => {
