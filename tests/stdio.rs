@@ -300,13 +300,23 @@ fn json_logs_are_one_object_per_line() {
     }
 }
 
-/// Names of the server's threads called `mreg-stdio-*` (its tool-call workers).
+/// How many of the server's threads are called `mreg-stdio-*` (started for tool calls).
 fn stdio_workers(c: &StdioClient) -> usize {
     let tasks = std::fs::read_dir(format!("/proc/{}/task", c.child.id())).unwrap();
     tasks
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
         .filter(|name| name.starts_with("mreg-stdio-"))
         .count()
+}
+
+/// One `tools/call` line of `_get_authentication_info` per id.
+fn auth_info_calls(ids: std::ops::Range<i64>) -> String {
+    ids.map(|id| {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "_get_authentication_info", "arguments": {}}});
+        format!("{call}\n")
+    })
+    .collect()
 }
 
 #[test]
@@ -331,13 +341,7 @@ fn tool_call_workers_start_on_demand_and_stay_bounded() {
     assert_eq!(stdio_workers(&c), 1);
 
     // Sixty calls at once: every one answered, by at most MREG_STDIO_WORKERS threads.
-    let mut burst = Vec::new();
-    for id in 100..160 {
-        let line = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": call});
-        burst.extend(serde_json::to_vec(&line).unwrap());
-        burst.push(b'\n');
-    }
-    c.send_raw(&burst);
+    c.send_raw(auth_info_calls(100..160).as_bytes());
     let mut ids: Vec<i64> = (0..60).map(|_| c.recv()["id"].as_i64().unwrap()).collect();
     ids.sort_unstable();
     assert_eq!(ids, (100..160).collect::<Vec<_>>());
@@ -354,11 +358,7 @@ fn calls_sent_just_before_eof_are_all_answered() {
     input.push_str(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}).to_string());
     input.push('\n');
     input.push_str("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
-    for id in 1..=40 {
-        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": "_get_authentication_info", "arguments": {}}});
-        input.push_str(&format!("{call}\n"));
-    }
+    input.push_str(&auth_info_calls(1..41));
     let mut child = mreg(dir.path())
         .env("MREG_STDIO_WORKERS", "1")
         .env("MREG_FASTMCP_ENABLE_RATE_LIMITING", "false")
