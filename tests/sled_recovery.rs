@@ -1,11 +1,14 @@
-//! sled's recovery (vendored and patched, see `vendor/sled/PATCHES.md` item 6) zeroes
-//! the tail of the segment after the recovered tip, so bytes a crash left there are
-//! never read as log messages; it skips the write and its fsync when the tail already
-//! reads as zeros, which after a clean shutdown it does.
+//! sled's recovery (vendored and patched, see `vendor/sled/PATCHES.md` items 6 and 11)
+//! zeroes the tail of the segment after the recovered tip, so bytes a crash left there
+//! are never read as log messages; it skips the write and its fsync when the tail
+//! already reads as zeros, which after a clean shutdown it does. The snapshot recovery
+//! advances is written after the open, not during it; a process that stops before
+//! writing it loses nothing, and a snapshot left half-written is ignored.
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 /// sled's default segment size, which mreg keeps.
@@ -117,4 +120,160 @@ fn a_clean_tail_is_not_rewritten_on_recovery() {
         before, after,
         "a recovery with nothing to repair wrote to the log"
     );
+}
+
+/// The snapshot files in `dir`, sorted.
+fn snapshots(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("snap."))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_recovered_snapshot_is_written_after_the_open() {
+    let dir = scratch("deferred");
+    written(&dir.0, 50);
+    // The first run's log is replayed (there is no snapshot yet) and the advanced
+    // snapshot is written when this handle closes.
+    assert_records(&dir.0, 50);
+    let first = snapshots(&dir.0);
+    assert_eq!(first.len(), 1, "no snapshot after a close: {first:?}");
+
+    let db = open(&dir.0);
+    db.insert(b"more", &b"after the snapshot"[..]).unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let db = open(&dir.0);
+    assert_eq!(snapshots(&dir.0), first, "the open wrote a snapshot itself");
+    db.write_recovered_snapshot().unwrap();
+    let second = snapshots(&dir.0);
+    assert_eq!(second.len(), 1, "the old snapshot stayed: {second:?}");
+    assert!(
+        second[0] > first[0],
+        "{second:?} does not cover more log than {first:?}"
+    );
+    assert_eq!(db.len(), 51);
+}
+
+#[test]
+fn a_snapshot_left_half_written_is_ignored() {
+    let dir = scratch("generating");
+    written(&dir.0, 50);
+    assert_records(&dir.0, 50);
+    // A process stopped between writing a snapshot and renaming it into place.
+    fs::write(
+        dir.0.join("snap.7FFFFFFFFFFFFFFF.generating"),
+        b"half a snapshot, with no valid checksum",
+    )
+    .unwrap();
+    assert_records(&dir.0, 50);
+    // The next snapshot written (after a run that wrote) removes it.
+    written(&dir.0, 51);
+    assert_records(&dir.0, 51);
+    let left = snapshots(&dir.0);
+    assert!(
+        left.iter().all(|name| !name.ends_with(".generating")),
+        "the next snapshot write did not remove it: {left:?}"
+    );
+}
+
+/// In a child process (see `stopped_before_the_snapshot`): open the database at
+/// `MREG_SLED_CHILD_DIR`, add records 50..100, flush them and exit at once, without
+/// dropping the database, so sled's flusher never writes the recovered snapshot.
+#[test]
+fn child_writes_and_exits_without_closing() {
+    let Some(dir) = std::env::var_os("MREG_SLED_CHILD_DIR") else {
+        return;
+    };
+    let db = open(Path::new(&dir));
+    assert_eq!(db.len(), 50);
+    for i in 50..100u32 {
+        db.insert(i.to_be_bytes(), format!("record {i}").as_bytes())
+            .unwrap();
+    }
+    db.flush().unwrap();
+    std::process::exit(0);
+}
+
+#[test]
+fn records_survive_a_stop_before_the_recovered_snapshot_is_written() {
+    let dir = scratch("stopped");
+    written(&dir.0, 50);
+    for _ in 0..2 {
+        let before = snapshots(&dir.0);
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_writes_and_exits_without_closing"])
+            .env("MREG_SLED_CHILD_DIR", &dir.0)
+            .status()
+            .unwrap();
+        assert!(status.success(), "the child failed: {status}");
+        assert_eq!(snapshots(&dir.0), before, "the child wrote a snapshot");
+        // Every record, though the last snapshot predates both children's writes.
+        assert_records(&dir.0, 100);
+        // Back to 50 records for the second child, which reopens after a recovery
+        // whose snapshot was written.
+        let db = open(&dir.0);
+        for i in 50..100u32 {
+            db.remove(i.to_be_bytes()).unwrap();
+        }
+        db.flush().unwrap();
+    }
+}
+
+/// In a child process: rewrite keys 0..100 with 4 KiB values, 20 times (8 MB through
+/// 512 KiB segments, so emptied segments are reused), starting at round
+/// `MREG_SLED_CHILD_ROUND`; flush and exit without closing.
+#[test]
+fn child_rewrites_and_exits_without_closing() {
+    let Some(dir) = std::env::var_os("MREG_SLED_CHURN_DIR") else {
+        return;
+    };
+    let first: u32 = std::env::var("MREG_SLED_CHILD_ROUND")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let db = open(Path::new(&dir));
+    for round in first..first + 20 {
+        for key in 0..100u32 {
+            db.insert(key.to_be_bytes(), churned(round, key)).unwrap();
+        }
+    }
+    db.flush().unwrap();
+    std::process::exit(0);
+}
+
+fn churned(round: u32, key: u32) -> Vec<u8> {
+    let mut value = format!("round {round} key {key} ").into_bytes();
+    value.resize(4096, b'.');
+    value
+}
+
+#[test]
+fn segments_reused_across_two_runs_without_a_snapshot_recover() {
+    let dir = scratch("churn");
+    written(&dir.0, 0);
+    for first in [0, 20] {
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_rewrites_and_exits_without_closing"])
+            .env("MREG_SLED_CHURN_DIR", &dir.0)
+            .env("MREG_SLED_CHILD_ROUND", first.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "the child failed: {status}");
+    }
+    // Both runs' writes are replayed from before the first: the second run's
+    // recovery snapshot was never written.
+    let db = open(&dir.0);
+    assert_eq!(db.len(), 100);
+    for key in 0..100u32 {
+        let value = db
+            .get(key.to_be_bytes())
+            .unwrap()
+            .expect("a key is missing");
+        assert_eq!(&*value, &churned(39, key)[..], "key {key} is stale");
+    }
 }

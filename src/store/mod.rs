@@ -196,9 +196,12 @@ impl Store {
         ok
     }
 
-    /// Writes everything to disk; called before exit.
+    /// Writes everything to disk; called before exit. Other threads may still hold
+    /// the database, so sled's snapshot of this open's recovery is written here too
+    /// (its flusher thread writes it too, after its first half second).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        self.db.write_recovered_snapshot()?;
         Ok(())
     }
 

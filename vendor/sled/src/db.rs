@@ -64,6 +64,16 @@ impl Db {
         Config::new().path(path).open()
     }
 
+    /// mreg patch: writes the snapshot this open's recovery advanced, if the
+    /// flusher thread has not written it yet (it does so after its first
+    /// interval and when the last handle is dropped). Call it before a process
+    /// exits without dropping the database, so the next open replays only what
+    /// was written since. Without it nothing is lost: recovery then replays
+    /// from the previous snapshot.
+    pub fn write_recovered_snapshot(&self) -> Result<()> {
+        self.context.pagecache.write_recovered_snapshot()
+    }
+
     pub(crate) fn start_inner(config: RunningConfig) -> Result<Self> {
         let _measure = Measure::new(&M.tree_start);
 
@@ -91,6 +101,12 @@ impl Db {
                 )
             });
             *context.flusher.lock() = flusher;
+        }
+
+        // mreg patch: without a flusher thread, the snapshot recovery advanced
+        // is written here, as upstream did during recovery.
+        if context.flusher.lock().is_none() {
+            context.pagecache.write_recovered_snapshot()?;
         }
 
         // create or open the default tree

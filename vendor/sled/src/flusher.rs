@@ -67,6 +67,9 @@ fn run(
     // to the file (recovery's zeroing, segment truncation) fsyncs itself, except the
     // zeroing of free segments at start, which the first pass (always) covers.
     let mut synced_at: Option<Lsn> = None;
+    // mreg patch: the snapshot recovery advanced is written after the first
+    // interval (or when stopping), not on the start-up path.
+    let mut first_pass = true;
     while shutdown.is_running() || wrote_data {
         let before = std::time::Instant::now();
         let cc = concurrency_control::read();
@@ -149,6 +152,11 @@ fn run(
             }
         }
 
+        if !first_pass {
+            write_recovered_snapshot(pagecache);
+        }
+        first_pass = false;
+
         let sleep_duration = flush_every
             .checked_sub(before.elapsed())
             .unwrap_or_else(|| Duration::from_millis(1));
@@ -161,6 +169,8 @@ fn run(
         }
     }
 
+    write_recovered_snapshot(pagecache);
+
     *shutdown = ShutdownState::ShutDown;
 
     // having held the mutex makes this linearized
@@ -168,6 +178,12 @@ fn run(
     drop(shutdown);
 
     let _notified = sc.notify_all();
+}
+
+fn write_recovered_snapshot(pagecache: &PageCache) {
+    if let Err(e) = pagecache.write_recovered_snapshot() {
+        error!("failed to write the recovered snapshot: {}", e);
+    }
 }
 
 impl Drop for Flusher {

@@ -517,6 +517,9 @@ pub struct PageCache {
     idgen_persists: Arc<AtomicU64>,
     idgen_persist_mu: Arc<Mutex<()>>,
     was_recovered: bool,
+    /// mreg patch: the snapshot recovery advanced, until it is written
+    /// (`write_recovered_snapshot`).
+    unwritten_snapshot: Mutex<Option<Snapshot>>,
 }
 
 unsafe impl Send for PageCache {}
@@ -585,7 +588,7 @@ impl PageCache {
         // try to pull any existing snapshot off disk, and
         // apply any new data to it to "catch-up" the
         // snapshot before loading it.
-        let snapshot = read_snapshot_or_default(&config)?;
+        let (snapshot, advanced) = read_snapshot_or_default(&config)?;
 
         #[cfg(feature = "testing")]
         {
@@ -596,7 +599,7 @@ impl PageCache {
                 "\n\n~~~~ regenerating snapshot for idempotency test ~~~~\n"
             );
 
-            let snapshot2 = read_snapshot_or_default(&config)
+            let (snapshot2, _) = read_snapshot_or_default(&config)
                 .expect("second read snapshot");
             assert_eq!(
                 snapshot.active_segment, snapshot2.active_segment,
@@ -657,10 +660,14 @@ impl PageCache {
             idgen: Arc::new(AtomicU64::new(0)),
             idgen_persists: Arc::new(AtomicU64::new(0)),
             was_recovered: false,
+            unwritten_snapshot: Mutex::new(None),
         };
 
         // now we read it back in
         pc.load_snapshot(&snapshot)?;
+        if advanced {
+            *pc.unwritten_snapshot.get_mut() = Some(snapshot);
+        }
 
         #[cfg(feature = "testing")]
         {
@@ -758,6 +765,18 @@ impl PageCache {
 
     /// Flushes any pending IO buffers to disk to ensure durability.
     /// Returns the number of bytes written during this call.
+    /// mreg patch: writes the snapshot recovery advanced, if it is not written
+    /// yet. Called by the flusher thread after its first interval and when it
+    /// stops, at open when there is no flusher, and by `Db::write_recovered_snapshot`.
+    /// On failure the next recovery replays from the previous snapshot.
+    pub(crate) fn write_recovered_snapshot(&self) -> Result<()> {
+        let unwritten = self.unwritten_snapshot.lock().take();
+        match unwritten {
+            Some(snapshot) => snapshot::write_snapshot(&self.config, &snapshot),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn flush(&self) -> Result<usize> {
         self.log.flush()
     }
