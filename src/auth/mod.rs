@@ -26,7 +26,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use cache::{FailureThrottle, ThrottleConfig, TokenCache, token_hash};
-use dev::DevIssuer;
+use dev::DevKeys;
 use jwks::JwksCache;
 use keys::KeySet;
 use principal::Principal;
@@ -167,7 +167,7 @@ impl Authenticator {
     }
 
     /// Dev mode: the dev issuer's keys and issuer, loopback peers only.
-    pub fn dev(issuer: &DevIssuer, tenant: TenantMode) -> Self {
+    pub fn dev(issuer: &DevKeys, tenant: TenantMode) -> Self {
         let settings = AuthSettings {
             loopback_only: true,
             ..AuthSettings::default()

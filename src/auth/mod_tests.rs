@@ -173,8 +173,11 @@ fn insufficient_scope_is_its_own_error() {
 #[test]
 fn dev_mode_is_loopback_only() {
     let dir = std::env::temp_dir().join(format!("mreg-dev-facade-{}", std::process::id()));
-    let issuer = DevIssuer::open(&dir).unwrap();
-    let a = Authenticator::dev(&issuer, TenantMode::Single(dev::DEV_TENANT.to_string()));
+    let issuer = dev::DevIssuer::open(&dir).unwrap();
+    let a = Authenticator::dev(
+        issuer.keys(),
+        TenantMode::Single(dev::DEV_TENANT.to_string()),
+    );
     let t = issuer.issue(&[principal::Role::User], dev::DEV_TENANT, "u1", 300, NOW);
     let h = format!("Bearer {t}");
     assert!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::auth::dev::DevIssuer;
+use crate::auth::dev::DevKeys;
 use crate::auth::jwks::{JwksCache, JwksConfig, Refresher};
 use crate::auth::token::{TenantMode, ValidatorConfig};
 use crate::auth::{AuthError, AuthSettings, Authenticator, KeySource};
@@ -24,7 +24,7 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 pub struct Identity {
     pub auth: Arc<Authenticator>,
     /// Set in development mode.
-    pub dev: Option<DevIssuer>,
+    pub dev: Option<DevKeys>,
     /// The resource identifier (`PUBLIC_URL/mcp`).
     pub resource: String,
     /// The authorization servers the metadata names.
@@ -120,8 +120,8 @@ pub fn production(config: &Config, keys: sled::Tree, public: &str) -> Result<Ide
 /// The development issuer: its key in a 0600 file in the data directory, any tenant,
 /// loopback callers only.
 pub fn development(data_dir: &Path, public: &str) -> Result<Identity, String> {
-    let issuer = DevIssuer::open(data_dir)
-        .map_err(|e| format!("the development issuer cannot start: {e}"))?;
+    let issuer =
+        DevKeys::open(data_dir).map_err(|e| format!("the development issuer cannot start: {e}"))?;
     let auth = Arc::new(Authenticator::dev(&issuer, TenantMode::AnyForDevelopment));
     let authority = issuer.authority().to_string();
     Ok(Identity {

@@ -178,7 +178,10 @@ fn env_with(tx_ttl: u64) -> Env {
     let (store, dir) = temp_store("flow");
     let dev_dir = dir.join("dev");
     let issuer = DevIssuer::open(&dev_dir).unwrap();
-    let validator = Arc::new(Authenticator::dev(&issuer, TenantMode::AnyForDevelopment));
+    let validator = Arc::new(Authenticator::dev(
+        issuer.keys(),
+        TenantMode::AnyForDevelopment,
+    ));
     let entra = Arc::new(FakeEntra {
         issuer,
         codes: Mutex::new(HashMap::new()),
