@@ -210,7 +210,7 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<Option<(Head, usize
     let mut request_line: Option<(String, String, Option<String>, Version)> = None;
     let mut headers: Vec<(String, String)> = Vec::with_capacity(12);
     loop {
-        let Some(nl) = window[pos..].iter().position(|&b| b == b'\n') else {
+        let Some(nl) = memchr::memchr(b'\n', &window[pos..]) else {
             return if buf.len() >= limits.max_head_bytes {
                 Err(HeadError::TooLarge)
             } else {
@@ -284,9 +284,7 @@ fn parse_request_line(line: &[u8]) -> Result<(String, String, Option<String>, Ve
     } else if target[0] != b'/' {
         return Err(HeadError::BadTarget);
     }
-    // All checked bytes are ASCII, so these conversions cannot fail.
-    let method = String::from_utf8_lossy(method).into_owned();
-    let target = String::from_utf8_lossy(target).into_owned();
+    let (method, target) = (text(method), text(target));
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
         None => (target, None),
@@ -299,24 +297,32 @@ fn parse_header_line(line: &[u8]) -> Result<(String, String), HeadError> {
     if matches!(line.first(), Some(b' ' | b'\t')) {
         return Err(HeadError::ObsFold);
     }
-    let colon = line
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or(HeadError::BadHeaderName)?;
+    let colon = memchr::memchr(b':', line).ok_or(HeadError::BadHeaderName)?;
     let (name, value) = (&line[..colon], &line[colon + 1..]);
     if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
         return Err(HeadError::BadHeaderName);
     }
     let value = trim_ows(value);
-    if !value
-        .iter()
-        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-    {
+    // Counted without an early exit, so the loop vectorizes: a bearer token makes most
+    // of a request's head.
+    let controls = value.iter().fold(0u8, |bad, &b| {
+        bad | u8::from((b < 0x20) & (b != b'\t')) | u8::from(b == 0x7f)
+    });
+    if controls != 0 {
         return Err(HeadError::BadHeaderValue);
     }
-    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-    let value = String::from_utf8_lossy(value).into_owned();
-    Ok((name, value))
+    let mut name = text(name);
+    name.make_ascii_lowercase();
+    Ok((name, text(value)))
+}
+
+/// Bytes as a `String`: copied when they are UTF-8 (always, for ASCII), else with
+/// each invalid sequence replaced by U+FFFD (obs-text in a header value).
+fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// Whole-head checks: `Host`, and one unambiguous body length.
@@ -361,8 +367,36 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 
 /// RFC 9110 `tchar`.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
+
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
