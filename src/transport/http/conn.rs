@@ -16,6 +16,7 @@ mod response;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -544,6 +545,15 @@ enum HeadRead {
 }
 
 fn read_head(ctx: &Ctx, conn: &mut Conn) -> HeadRead {
+    // One read buffer per worker thread, zeroed once: a fresh 4 KiB array per request
+    // was a memset of ~4k instructions, 3% of a request's.
+    thread_local! {
+        static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; 4096]);
+    }
+    READ_BUF.with_borrow_mut(|tmp| read_head_into(ctx, conn, tmp))
+}
+
+fn read_head_into(ctx: &Ctx, conn: &mut Conn, tmp: &mut [u8]) -> HeadRead {
     let limits = &ctx.cfg.head;
     let mut deadline = conn.deadline;
     let mut waiting_first = conn.buf.is_empty();
@@ -558,7 +568,6 @@ fn read_head(ctx: &Ctx, conn: &mut Conn) -> HeadRead {
         );
     }
     let mut parse_now = !waiting_first;
-    let mut tmp = [0u8; 4096];
     loop {
         if parse_now {
             match parse_head(&conn.buf, limits) {
@@ -579,7 +588,7 @@ fn read_head(ctx: &Ctx, conn: &mut Conn) -> HeadRead {
         {
             return HeadRead::Closed;
         }
-        match (&conn.stream).read(&mut tmp) {
+        match (&conn.stream).read(tmp) {
             Ok(0) => return HeadRead::Closed,
             Ok(n) => {
                 conn.buf.extend_from_slice(&tmp[..n]);
