@@ -42,7 +42,7 @@ fn str_param<'a>(params: &'a Value, name: &str) -> Result<&'a str, ErrorObject> 
 }
 
 /// Cuts a list into pages. The cursor is the offset of the next page, as a string.
-fn paginate(items: Vec<Value>, params: &Value, key: &str) -> Result<Value, ErrorObject> {
+fn paginate(mut items: Vec<Value>, params: &Value, key: &str) -> Result<Value, ErrorObject> {
     let start = match params.get("cursor") {
         None | Some(Value::Null) => 0,
         Some(Value::String(c)) => c
@@ -58,9 +58,11 @@ fn paginate(items: Vec<Value>, params: &Value, key: &str) -> Result<Value, Error
             ));
         }
     };
-    let end = (start + PAGE_SIZE).min(items.len());
-    let mut result = json!({ key: items[start..end].to_vec() });
-    if end < items.len() {
+    let total = items.len();
+    let end = (start + PAGE_SIZE).min(total);
+    let page: Vec<Value> = items.drain(start..end).collect();
+    let mut result = object([(key, Value::Array(page))]);
+    if end < total {
         result["nextCursor"] = json!(end.to_string());
     }
     Ok(result)
@@ -131,13 +133,26 @@ fn tool_result(mut out: ToolOutput) -> Value {
         // The text mirror, for clients that do not read structuredContent. Written to
         // bytes directly: `to_string` goes through `fmt::Display`, several times slower.
         let text = serde_json::to_string(s).unwrap_or_default();
-        out.content.push(json!({ "type": "text", "text": text }));
+        out.content.push(object([
+            ("type", Value::from("text")),
+            ("text", Value::from(text)),
+        ]));
     }
-    let mut r = json!({ "content": out.content, "isError": out.is_error });
+    let mut r = object([
+        ("content", Value::Array(out.content)),
+        ("isError", Value::Bool(out.is_error)),
+    ]);
     if let Some(s) = out.structured {
         r["structuredContent"] = s;
     }
     r
+}
+
+/// A JSON object of `fields`, moved in. `json!` would serialize each `Value` or
+/// `String` it is given into a copy (a deep one for a `Value`): per `tools/call` that
+/// was dozens of allocations.
+pub fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
 pub fn resources_list(server: &Server, params: &Value) -> Result<Value, ErrorObject> {
@@ -317,4 +332,53 @@ pub fn set_level(ctx: &Ctx<'_>, params: &Value) -> Result<Value, ErrorObject> {
 
 fn clip(s: &str) -> String {
     s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(n: usize) -> Vec<Value> {
+        (0..n).map(|i| json!({ "name": format!("t{i}") })).collect()
+    }
+
+    #[test]
+    fn pages_follow_their_cursors_to_the_end() {
+        let first = paginate(items(250), &json!({}), "tools").unwrap();
+        assert_eq!(first["tools"].as_array().unwrap().len(), PAGE_SIZE);
+        assert_eq!(first["tools"][0]["name"], "t0");
+        let cursor = first["nextCursor"].clone();
+        assert_eq!(cursor, "100");
+        let second = paginate(items(250), &json!({ "cursor": cursor }), "tools").unwrap();
+        assert_eq!(second["tools"][0]["name"], "t100");
+        let third = paginate(
+            items(250),
+            &json!({ "cursor": second["nextCursor"] }),
+            "tools",
+        )
+        .unwrap();
+        let last = third["tools"].as_array().unwrap();
+        assert_eq!((last.len(), &last[49]["name"]), (50, &json!("t249")));
+        assert!(third.get("nextCursor").is_none());
+    }
+
+    #[test]
+    fn a_cursor_past_the_end_is_refused() {
+        assert!(paginate(items(3), &json!({ "cursor": "4" }), "tools").is_err());
+        let empty = paginate(items(3), &json!({ "cursor": "3" }), "tools").unwrap();
+        assert_eq!(empty["tools"], json!([]));
+    }
+
+    #[test]
+    fn a_tool_result_mirrors_structured_output_as_text() {
+        let out = tool_result(ToolOutput::structured(json!({ "a": [1, "x"] })));
+        assert_eq!(
+            out,
+            json!({
+                "content": [{ "type": "text", "text": "{\"a\":[1,\"x\"]}" }],
+                "isError": false,
+                "structuredContent": { "a": [1, "x"] },
+            })
+        );
+    }
 }

@@ -8,6 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
+use crate::mcp::methods::object;
 use crate::mcp::registry::{Tool, ToolOutput};
 use crate::tools::{Env, identity, no_arguments};
 
@@ -121,13 +122,16 @@ pub fn tool(env: Arc<Env>) -> Tool {
             }
             _ => (Value::Null, Value::Null),
         };
-        Ok(ToolOutput::structured(json!({
-            "identity": identity(ctx.principal),
-            "resource": format!("{public}/mcp"),
-            "protected_resource_metadata": format!("{public}/.well-known/oauth-protected-resource/mcp"),
-            "identity_provider": provider,
-            "login": login,
-        })))
+        Ok(ToolOutput::structured(object([
+            ("identity", identity(ctx.principal)),
+            ("resource", Value::from(format!("{public}/mcp"))),
+            (
+                "protected_resource_metadata",
+                Value::from(format!("{public}/.well-known/oauth-protected-resource/mcp")),
+            ),
+            ("identity_provider", provider),
+            ("login", login),
+        ])))
     })
     .title("Authentication info")
     .output_schema(output_schema())
