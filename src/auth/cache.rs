@@ -15,8 +15,9 @@ pub type TokenHash = [u8; 32];
 /// The [`TokenHash`] of `token`. A keep-alive client sends the same token with every
 /// request and a connection is served by one thread, so each thread keeps the last
 /// token it hashed and its hash, and compares before hashing again: SHA-256 of a
-/// ~1 KB token was a sixth of a request's instructions. Tokens reaching here are
-/// bounded by the configured maximum length.
+/// ~1 KB token costs ~0.9 µs with the CPU's SHA instructions (`cargo bench --bench
+/// token`), a comparison ~0.02 µs. Tokens reaching here are bounded by the configured
+/// maximum length.
 pub fn token_hash(token: &str) -> TokenHash {
     thread_local! {
         static LAST: RefCell<(String, TokenHash)> = const { RefCell::new((String::new(), [0; 32])) };
