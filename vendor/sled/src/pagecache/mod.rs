@@ -763,8 +763,6 @@ impl PageCache {
         Ok(pc)
     }
 
-    /// Flushes any pending IO buffers to disk to ensure durability.
-    /// Returns the number of bytes written during this call.
     /// mreg patch: writes the snapshot recovery advanced, if it is not written
     /// yet. Called by the flusher thread after its first interval and when it
     /// stops, at open when there is no flusher, and by `Db::write_recovered_snapshot`.
@@ -777,6 +775,8 @@ impl PageCache {
         }
     }
 
+    /// Flushes any pending IO buffers to disk to ensure durability.
+    /// Returns the number of bytes written during this call.
     pub(crate) fn flush(&self) -> Result<usize> {
         self.log.flush()
     }

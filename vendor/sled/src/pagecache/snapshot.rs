@@ -212,7 +212,6 @@ fn advance_snapshot(
     mut iter: LogIter,
     mut snapshot: Snapshot,
     config: &RunningConfig,
-    advanced: &mut bool,
 ) -> Result<Snapshot> {
     let _measure = Measure::new(&M.advance_snapshot);
 
@@ -374,9 +373,9 @@ fn advance_snapshot(
         return Err(Error::corruption(None));
     }
 
-    // mreg patch: the caller writes the advanced snapshot (`PageCache` hands it to
-    // the flusher thread), off the start-up path; see `read_snapshot_or_default`.
-    *advanced = snapshot.stable_lsn > old_stable_lsn;
+    // mreg patch: no `write_snapshot` here. The caller writes the advanced snapshot
+    // (`PageCache` hands it to the flusher thread), off the start-up path; see
+    // `read_snapshot_or_default`.
 
     #[cfg(feature = "testing")]
     let reverse_segments = {
@@ -469,11 +468,12 @@ pub fn read_snapshot_or_default(
     // We only use a default Snapshot when there is no snapshot found.
     let last_snap = read_snapshot(config)?.unwrap_or_else(Snapshot::default);
 
+    let old_stable_lsn = last_snap.stable_lsn;
     let log_iter =
-        raw_segment_iter_from(last_snap.stable_lsn.unwrap_or(0), config)?;
+        raw_segment_iter_from(old_stable_lsn.unwrap_or(0), config)?;
 
-    let mut advanced = false;
-    let res = advance_snapshot(log_iter, last_snap, config, &mut advanced)?;
+    let res = advance_snapshot(log_iter, last_snap, config)?;
+    let advanced = res.stable_lsn > old_stable_lsn;
 
     Ok((res, advanced))
 }
