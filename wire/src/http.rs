@@ -385,38 +385,12 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// RFC 9110 `tchar`.
-fn is_tchar(b: u8) -> bool {
+/// RFC 9110 `tchar`: the bytes of a method or a header field name.
+pub fn is_tchar(b: u8) -> bool {
     TCHAR[usize::from(b)]
 }
 
-const TCHAR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    table
-};
+const TCHAR: [bool; 256] = crate::alnum_and(b"!#$%&'*+-.^_`|~");
 
 #[cfg(test)]
 mod tests {
@@ -424,6 +398,14 @@ mod tests {
 
     fn limits() -> HeadLimits {
         HeadLimits::default()
+    }
+
+    #[test]
+    fn tchar_is_rfc_9110s_list() {
+        for b in 0..=255u8 {
+            let listed = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), listed, "byte {b:#04x}");
+        }
     }
 
     #[test]

@@ -70,17 +70,7 @@ pub fn bearer(value: &str, max_token_bytes: usize) -> Result<&str, BearerError> 
 }
 
 /// RFC 7235 `token68` characters before the trailing `=` padding.
-const TOKEN68: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] =
-            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        b += 1;
-    }
-    table
-};
+const TOKEN68: [bool; 256] = crate::alnum_and(b"-._~+/");
 
 /// Splits and decodes `token` (at most `max_bytes`); only RS256 is accepted.
 pub fn split(token: &str, max_bytes: usize) -> Result<Parts<'_>, JwtError> {

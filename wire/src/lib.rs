@@ -10,3 +10,20 @@ pub mod http;
 pub mod jsonrpc;
 pub mod jwt;
 pub mod query;
+
+/// A table of the bytes that are ASCII letters, digits or one of `extra`: the token
+/// classes of the HTTP and bearer parsers, looked up instead of tested byte by byte.
+pub(crate) const fn alnum_and(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+}

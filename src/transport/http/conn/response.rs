@@ -393,9 +393,7 @@ fn wants_close(headers: &[(String, String)]) -> bool {
 
 fn valid_header(name: &str, value: &str) -> bool {
     !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && name.bytes().all(mreg_wire::http::is_tchar)
         && value.chars().all(|c| c == '\t' || !c.is_control())
 }
 
