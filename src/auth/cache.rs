@@ -2,6 +2,8 @@
 //! verified tokens keyed by the SHA-256 of the token (never the token), and a throttle
 //! of failed verifications per client address. Time is an argument (`now`, seconds).
 //! Neither table does I/O or locking; `Authenticator` (mod.rs) wraps them in locks.
+//! Besides them, each worker thread keeps the last token it hashed ([`token_hash`]), as
+//! its request buffers held it a moment before; it is never logged or printed.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -20,15 +22,15 @@ pub type TokenHash = [u8; 32];
 /// maximum length.
 pub fn token_hash(token: &str) -> TokenHash {
     thread_local! {
-        static LAST: RefCell<(String, TokenHash)> = const { RefCell::new((String::new(), [0; 32])) };
+        static LAST: RefCell<Option<(String, TokenHash)>> = const { RefCell::new(None) };
     }
-    LAST.with_borrow_mut(|(last, hash)| {
-        if token.is_empty() || last.as_str() != token {
-            *hash = crate::crypto::sha256(&[token.as_bytes()]);
-            last.clear();
-            last.push_str(token);
+    LAST.with_borrow_mut(|last| match last {
+        Some((seen, hash)) if seen == token => *hash,
+        _ => {
+            let hash = crate::crypto::sha256(&[token.as_bytes()]);
+            *last = Some((token.to_owned(), hash));
+            hash
         }
-        *hash
     })
 }
 
