@@ -181,15 +181,33 @@ fn a_snapshot_left_half_written_is_ignored() {
     );
 }
 
-/// In a child process (see `stopped_before_the_snapshot`): open the database at
-/// `MREG_SLED_CHILD_DIR`, add records 50..100, flush them and exit at once, without
+/// The database directory a child test is to work on (`MREG_SLED_CHILD_DIR`), or
+/// `None` when the test runs as itself and has nothing to do.
+fn child_dir() -> Option<PathBuf> {
+    std::env::var_os("MREG_SLED_CHILD_DIR").map(PathBuf::from)
+}
+
+/// Runs the test `child` of this binary in a process of its own on `dir`, with `env`,
+/// and checks that it succeeded.
+fn in_child(child: &str, dir: &Path, env: &[(&str, String)]) {
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child])
+        .env("MREG_SLED_CHILD_DIR", dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .status()
+        .unwrap();
+    assert!(status.success(), "{child} failed: {status}");
+}
+
+/// In a child process (see `records_survive_a_stop_before_the_recovered_snapshot_is_written`):
+/// open the database, add records 50..100, flush them and exit at once, without
 /// dropping the database, so sled's flusher never writes the recovered snapshot.
 #[test]
 fn child_writes_and_exits_without_closing() {
-    let Some(dir) = std::env::var_os("MREG_SLED_CHILD_DIR") else {
+    let Some(dir) = child_dir() else {
         return;
     };
-    let db = open(Path::new(&dir));
+    let db = open(&dir);
     assert_eq!(db.len(), 50);
     for i in 50..100u32 {
         db.insert(i.to_be_bytes(), format!("record {i}").as_bytes())
@@ -205,12 +223,7 @@ fn records_survive_a_stop_before_the_recovered_snapshot_is_written() {
     written(&dir.0, 50);
     for _ in 0..2 {
         let before = snapshots(&dir.0);
-        let status = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_writes_and_exits_without_closing"])
-            .env("MREG_SLED_CHILD_DIR", &dir.0)
-            .status()
-            .unwrap();
-        assert!(status.success(), "the child failed: {status}");
+        in_child("child_writes_and_exits_without_closing", &dir.0, &[]);
         assert_eq!(snapshots(&dir.0), before, "the child wrote a snapshot");
         // Every record, though the last snapshot predates both children's writes.
         assert_records(&dir.0, 100);
@@ -229,14 +242,14 @@ fn records_survive_a_stop_before_the_recovered_snapshot_is_written() {
 /// `MREG_SLED_CHILD_ROUND`; flush and exit without closing.
 #[test]
 fn child_rewrites_and_exits_without_closing() {
-    let Some(dir) = std::env::var_os("MREG_SLED_CHURN_DIR") else {
+    let Some(dir) = child_dir() else {
         return;
     };
     let first: u32 = std::env::var("MREG_SLED_CHILD_ROUND")
         .unwrap()
         .parse()
         .unwrap();
-    let db = open(Path::new(&dir));
+    let db = open(&dir);
     for round in first..first + 20 {
         for key in 0..100u32 {
             db.insert(key.to_be_bytes(), churned(round, key)).unwrap();
@@ -257,13 +270,11 @@ fn segments_reused_across_two_runs_without_a_snapshot_recover() {
     let dir = scratch("churn");
     written(&dir.0, 0);
     for first in [0, 20] {
-        let status = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_rewrites_and_exits_without_closing"])
-            .env("MREG_SLED_CHURN_DIR", &dir.0)
-            .env("MREG_SLED_CHILD_ROUND", first.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "the child failed: {status}");
+        in_child(
+            "child_rewrites_and_exits_without_closing",
+            &dir.0,
+            &[("MREG_SLED_CHILD_ROUND", first.to_string())],
+        );
     }
     // Both runs' writes are replayed from before the first: the second run's
     // recovery snapshot was never written.
