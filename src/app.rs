@@ -428,8 +428,7 @@ pub fn status_source(
             .db
             .open_tree(crate::store::schema::AUDIT_TREE)
             .ok()
-            .and_then(|t| t.last().ok().flatten())
-            .and_then(|(k, _)| crate::store::schema::audit_seq(&k));
+            .and_then(|t| crate::store::audit_tree::last_seq(&t).ok().flatten());
         serde_json::json!({
             "requests": metrics.snapshot(),
             "rate_limit": { "throttled_total": limiter.total_limited(), "busiest": busiest },

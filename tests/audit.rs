@@ -16,7 +16,8 @@ use mreg::audit::{
     AuditDraft, AuditError, AuditLog, AuditRecord, Decision, Durability, VerifyReport, digest_args,
     export, verify,
 };
-use mreg::store::schema::{AUDIT_TREE, audit_key};
+use mreg::store::audit_tree::{self, Stored};
+use mreg::store::schema::{AUDIT_TREE, audit_key, audit_seq, block_len, block_records};
 
 /// A data directory under the target dir, removed when the test passes (kept for a
 /// look when it fails).
@@ -92,16 +93,42 @@ fn log_with(name: &str, n: u64) -> Scratch {
     dir
 }
 
-fn record(db: &sled::Db, seq: u64) -> AuditRecord {
+/// The stored bytes of record `seq`, wherever its block starts.
+fn stored(db: &sled::Db, seq: u64) -> Option<Vec<u8>> {
     let tree = db.open_tree(AUDIT_TREE).unwrap();
-    AuditRecord::from_bytes(&tree.get(audit_key(seq)).unwrap().unwrap()).unwrap()
+    match audit_tree::records(&tree, seq).unwrap().next() {
+        Some(Ok(Stored::Record { seq: s, bytes })) if s == seq => Some(bytes.to_vec()),
+        _ => None,
+    }
+}
+
+fn record(db: &sled::Db, seq: u64) -> AuditRecord {
+    AuditRecord::from_bytes(&stored(db, seq).unwrap()).unwrap()
+}
+
+/// Stores `bytes` in place of record `seq` inside its block, or as a block of its own
+/// when no block holds `seq`, as an editor of the database would.
+fn put_stored(db: &sled::Db, seq: u64, bytes: &[u8]) {
+    let tree = db.open_tree(AUDIT_TREE).unwrap();
+    let holder = tree
+        .range(..=audit_key(seq))
+        .next_back()
+        .map(Result::unwrap)
+        .filter(|(k, v)| audit_seq(k).unwrap() + block_len(v) as u64 > seq);
+    match holder {
+        Some((key, value)) => {
+            let first = audit_seq(&key).unwrap();
+            let mut records: Vec<&[u8]> = block_records(&value).collect();
+            records[(seq - first) as usize] = bytes;
+            tree.insert(key, records.join(&b'\n')).unwrap();
+        }
+        None => drop(tree.insert(audit_key(seq), bytes).unwrap()),
+    }
+    db.flush().unwrap();
 }
 
 fn put(db: &sled::Db, record: &AuditRecord) {
-    let tree = db.open_tree(AUDIT_TREE).unwrap();
-    tree.insert(audit_key(record.seq), record.to_bytes())
-        .unwrap();
-    db.flush().unwrap();
+    put_stored(db, record.seq, &record.to_bytes());
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -201,11 +228,11 @@ fn an_edited_record_is_named() {
 fn a_non_canonical_encoding_is_named() {
     let dir = log_with("reencode", 3);
     let db = open_db(&dir);
-    let pretty = serde_json::to_vec_pretty(&record(&db, 2)).unwrap();
-    db.open_tree(AUDIT_TREE)
+    // The same JSON with a space after each comma (no newline: that separates records).
+    let spaced = String::from_utf8(stored(&db, 2).unwrap())
         .unwrap()
-        .insert(audit_key(2), pretty)
-        .unwrap();
+        .replace(",\"", ", \"");
+    put_stored(&db, 2, spaced.as_bytes());
     assert_bad(&verify(&db, &dir).unwrap(), 2, "canonical");
 }
 
@@ -423,6 +450,76 @@ fn batch_mode_refuses_while_failing_and_keeps_what_it_accepted() {
     assert!(v.ok && v.records == 2, "{v:?}");
 }
 
+/// A batch-mode log of `n` records, written in a few large writes.
+fn batch_log_with(name: &str, n: u64) -> Scratch {
+    let dir = temp_dir(name);
+    let db = open_db(&dir);
+    let log = AuditLog::open(&db, &dir, Durability::Batch { max_delay_ms: 1000 }).unwrap();
+    for i in 1..=n {
+        assert_eq!(log.append(draft(i)).unwrap(), i);
+    }
+    log.sync().unwrap();
+    drop(log);
+    dir
+}
+
+#[test]
+fn records_written_together_are_stored_in_blocks_and_read_one_by_one() {
+    let dir = batch_log_with("blocks", 100);
+    let db = open_db(&dir);
+    let tree = db.open_tree(AUDIT_TREE).unwrap();
+    // At most 16 records a value: 100 records take 7 values or more, far fewer than 100.
+    assert!((7..=20).contains(&tree.len()), "{} values", tree.len());
+    let report = verify(&db, &dir).unwrap();
+    assert!(report.ok && report.records == 100, "{report:?}");
+    assert_eq!((report.first_seq, report.last_seq), (Some(1), Some(100)));
+    for seq in 1..=100 {
+        assert_eq!(record(&db, seq).seq, seq);
+    }
+    let mut out = Vec::new();
+    assert_eq!(export(&db, None, None, &mut out).unwrap(), 100);
+
+    // An edit inside a block is named by the record's own seq.
+    let block_key = tree.iter().nth(1).unwrap().unwrap().0;
+    let inside = audit_seq(&block_key).unwrap() + 2;
+    let mut r = record(&db, inside);
+    r.user = "someone-else".into();
+    r.hash = sha256_hex(&r.canonical_bytes());
+    put(&db, &r);
+    assert_bad(&verify(&db, &dir).unwrap(), inside, "HMAC");
+    put_stored(&db, inside, b"");
+    assert_bad(&verify(&db, &dir).unwrap(), inside, "unreadable");
+
+    // The log reopens after the last record of the last block.
+    let dir = batch_log_with("blocks-reopen", 40);
+    let db = open_db(&dir);
+    let log = AuditLog::open(&db, &dir, Durability::Durable).unwrap();
+    assert_eq!(log.append(draft(41)).unwrap(), 41);
+    assert!(log.verify().unwrap().ok);
+}
+
+#[test]
+fn pruning_cuts_inside_a_block_exactly() {
+    let dir = batch_log_with("prune-blocks", 100);
+    let db = open_db(&dir);
+    let log = AuditLog::open(&db, &dir, Durability::Durable).unwrap();
+    let tree = db.open_tree(AUDIT_TREE).unwrap();
+    assert!(
+        tree.get(audit_key(46)).unwrap().is_none(),
+        "46 must sit inside a block"
+    );
+    let report = log.prune(None, Some(55)).unwrap();
+    assert_eq!((report.removed, report.first_kept_seq), (45, 46));
+    let v = log.verify().unwrap();
+    assert!(v.ok && v.records == 55 && v.first_seq == Some(46), "{v:?}");
+    let first_key = tree.first().unwrap().unwrap().0;
+    assert_eq!(audit_seq(&first_key), Some(46));
+    assert!(stored(&db, 45).is_none());
+    assert_eq!(record(&db, 46).seq, 46);
+    assert_eq!(log.append(draft(101)).unwrap(), 101);
+    assert!(log.verify().unwrap().ok);
+}
+
 #[test]
 fn batch_mode_returns_seqs_and_flushes_on_sync_and_close() {
     let dir = temp_dir("batch");
@@ -431,13 +528,7 @@ fn batch_mode_returns_seqs_and_flushes_on_sync_and_close() {
     let seqs: Vec<u64> = (1..=50).map(|i| log.append(draft(i)).unwrap()).collect();
     assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
     log.sync().unwrap();
-    assert!(
-        db.open_tree(AUDIT_TREE)
-            .unwrap()
-            .get(audit_key(50))
-            .unwrap()
-            .is_some()
-    );
+    assert!(stored(&db, 50).is_some());
     for i in 51..=60 {
         log.append(draft(i)).unwrap();
     }
@@ -546,10 +637,9 @@ fn records_survive_kill_9() {
     }
 
     let db = open_db(&dir);
-    let tree = db.open_tree(AUDIT_TREE).unwrap();
     for seq in &printed {
         assert!(
-            tree.get(audit_key(*seq)).unwrap().is_some(),
+            stored(&db, *seq).is_some(),
             "record {seq} was acknowledged but is gone"
         );
     }

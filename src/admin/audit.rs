@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use crate::admin::{Extension, query_param};
 use crate::audit::{self, VerifyReport};
-use crate::store::schema::{AUDIT_TREE, AuditRecord, audit_key};
+use crate::store::audit_tree::{self, Stored};
+use crate::store::schema::{AUDIT_TREE, AuditRecord};
 
 /// Most records one tail answer carries.
 const MAX_TAIL: usize = 1000;
@@ -24,18 +25,13 @@ pub fn report_json(r: &VerifyReport) -> Value {
 /// Records with seq > `after`, at most `limit`, oldest first; the newest seq stored.
 pub fn tail(db: &sled::Db, after: u64, limit: usize) -> Result<(Vec<Value>, u64), sled::Error> {
     let tree = db.open_tree(AUDIT_TREE)?;
-    let last = tree
-        .last()?
-        .and_then(|(k, _)| crate::store::schema::audit_seq(&k))
-        .unwrap_or(0);
+    let last = audit_tree::last_seq(&tree)?.unwrap_or(0);
     let mut out = Vec::new();
-    for item in tree
-        .range(audit_key(after.saturating_add(1))..)
-        .take(limit.min(MAX_TAIL))
-    {
-        let (_, v) = item?;
+    for item in audit_tree::records(&tree, after.saturating_add(1))?.take(limit.min(MAX_TAIL)) {
         // A record that does not decode is skipped here; `verify` reports it.
-        if let Ok(r) = serde_json::from_slice::<AuditRecord>(&v) {
+        if let Stored::Record { bytes, .. } = item?
+            && let Ok(r) = serde_json::from_slice::<AuditRecord>(&bytes)
+        {
             out.push(serde_json::to_value(r).unwrap_or(Value::Null));
         }
     }

@@ -7,9 +7,10 @@ use serde::Serialize;
 use crate::audit::seal::{self, AuditKey};
 use crate::audit::verify::check_stored;
 use crate::audit::{AuditError, now_ms};
+use crate::store::audit_tree::{self, Stored};
 use crate::store::schema::{
-    AUDIT_META_TREE, AUDIT_TREE, AuditCheckpoint, CHECKPOINT_KEY, GENESIS_HASH, audit_key,
-    audit_seq,
+    AUDIT_META_TREE, AUDIT_TREE, AuditCheckpoint, BLOCK_SEPARATOR, CHECKPOINT_KEY, GENESIS_HASH,
+    audit_key, audit_seq, block_len, block_records,
 };
 
 /// Keys removed per sled batch.
@@ -54,7 +55,9 @@ pub(crate) fn read_checkpoint(
 }
 
 /// Deletes every record below `first_seq` (finishing a prune that was interrupted after
-/// its checkpoint was written) and flushes. Returns how many were deleted.
+/// its checkpoint was written) and flushes. Returns how many were deleted. A block that
+/// starts below `first_seq` and holds records from it on is stored again, under
+/// `first_seq`, without the records below, in the same sled batch that removes it.
 pub(crate) fn remove_below(
     db: &sled::Db,
     tree: &sled::Tree,
@@ -65,11 +68,16 @@ pub(crate) fn remove_below(
         let mut batch = sled::Batch::default();
         let mut n = 0;
         for item in tree.range(..audit_key(first_seq)).take(REMOVE_CHUNK) {
-            let (k, _) = item?;
-            if audit_seq(&k).is_some() {
-                batch.remove(k);
-                n += 1;
+            let (k, value) = item?;
+            let Some(seq) = audit_seq(&k) else { continue };
+            let len = block_len(&value) as u64;
+            let drop = len.min(first_seq - seq);
+            if drop < len {
+                let kept: Vec<&[u8]> = block_records(&value).skip(drop as usize).collect();
+                batch.insert(&audit_key(first_seq), kept.join(&BLOCK_SEPARATOR));
             }
+            batch.remove(k);
+            n += drop;
         }
         if n == 0 {
             break;
@@ -98,7 +106,7 @@ pub(crate) fn prune(
         CheckpointState::Absent => (1, GENESIS_HASH.to_string(), 0),
         CheckpointState::Good(c) => (c.first_seq, c.prev_hash, c.removed_total),
         CheckpointState::Bad(why) => {
-            let seq = tree.first()?.and_then(|(k, _)| audit_seq(&k)).unwrap_or(0);
+            let seq = audit_tree::first_seq(&tree)?.unwrap_or(0);
             return Err(AuditError::Tampered {
                 seq,
                 problem: format!("the retention checkpoint is bad: {why}"),
@@ -106,27 +114,27 @@ pub(crate) fn prune(
         }
     };
     remove_below(db, &tree, start)?;
-    let last = tree
-        .last()?
-        .and_then(|(k, _)| audit_seq(&k))
-        .unwrap_or(start - 1);
+    let last = audit_tree::last_seq(&tree)?.unwrap_or(start - 1);
     // Records below `keep_from` go whatever their age.
     let keep_from = keep_max_records.map_or(0, |keep| (last + 1).saturating_sub(keep));
 
     let (mut cut, mut prev) = (start, start_prev);
-    for item in tree.range(audit_key(start)..) {
-        let (k, value) = item?;
-        let by_count = audit_seq(&k).is_some_and(|seq| seq < keep_from);
+    for item in audit_tree::records(&tree, start)? {
+        let tampered = |problem: String| AuditError::Tampered { seq: cut, problem };
+        let (seq, value) = match item? {
+            Stored::Record { seq, bytes } => (seq, bytes),
+            Stored::Foreign(_) if older_than_ms.is_none() => break,
+            Stored::Foreign(k) => {
+                return Err(tampered(format!(
+                    "a key that is no seq ({}) was added by hand",
+                    seal::hex(&k)
+                )));
+            }
+        };
+        let by_count = seq < keep_from;
         if !by_count && older_than_ms.is_none() {
             break;
         }
-        let tampered = |problem: String| AuditError::Tampered { seq: cut, problem };
-        let Some(seq) = audit_seq(&k) else {
-            return Err(tampered(format!(
-                "a key that is no seq ({}) was added by hand",
-                seal::hex(&k)
-            )));
-        };
         if seq != cut {
             return Err(tampered(format!("record {cut} is missing")));
         }
@@ -169,4 +177,29 @@ pub(crate) fn prune(
         first_kept_seq: cut,
         removed_total: checkpoint.removed_total,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removing_below_a_seq_inside_a_block_stores_the_rest_of_it_under_that_seq() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree(AUDIT_TREE).unwrap();
+        tree.insert(audit_key(1), b"1\n2".as_slice()).unwrap();
+        tree.insert(audit_key(3), b"3\n4\n5\n6".as_slice()).unwrap();
+        tree.insert(audit_key(7), b"7".as_slice()).unwrap();
+        assert_eq!(remove_below(&db, &tree, 5).unwrap(), 4);
+        let left: Vec<(u64, Vec<u8>)> = tree
+            .iter()
+            .map(|kv| kv.unwrap())
+            .map(|(k, v)| (audit_seq(&k).unwrap(), v.to_vec()))
+            .collect();
+        assert_eq!(left, [(5, b"5\n6".to_vec()), (7, b"7".to_vec())]);
+        // Nothing left below: nothing removed. At a block's start: the block goes whole.
+        assert_eq!(remove_below(&db, &tree, 5).unwrap(), 0);
+        assert_eq!(remove_below(&db, &tree, 7).unwrap(), 2);
+        assert_eq!(tree.len(), 1);
+    }
 }

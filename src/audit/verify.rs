@@ -11,8 +11,9 @@ use crate::audit::AuditError;
 use crate::audit::files::{self, AnchorFile};
 use crate::audit::prune::{self, CheckpointState};
 use crate::audit::seal::{self, AuditKey, SealProblem, anchor_is_signed};
+use crate::store::audit_tree::{self, Stored};
 use crate::store::schema::{
-    AUDIT_META_TREE, AUDIT_TREE, AuditRecord, GENESIS_HASH, audit_seq, canonical_from_stored,
+    AUDIT_META_TREE, AUDIT_TREE, AuditRecord, GENESIS_HASH, canonical_from_stored,
 };
 
 /// What [`verify`] found.
@@ -123,7 +124,7 @@ pub fn verify(db: &sled::Db, dir: &Path) -> Result<VerifyReport, AuditError> {
     };
     let Some(key) = files::read_key(dir)? else {
         if !tree.is_empty() || !meta.is_empty() {
-            let first = tree.first()?.and_then(|(k, _)| audit_seq(&k));
+            let first = audit_tree::first_seq(&tree)?;
             found.problem(
                 first,
                 "audit.key is missing: no record can be checked".to_string(),
@@ -153,21 +154,23 @@ pub fn verify(db: &sled::Db, dir: &Path) -> Result<VerifyReport, AuditError> {
         CheckpointState::Absent => (1, GENESIS_HASH.to_string()),
         CheckpointState::Good(c) => (c.first_seq, c.prev_hash),
         CheckpointState::Bad(why) => {
-            let first = tree.first()?.and_then(|(k, _)| audit_seq(&k));
+            let first = audit_tree::first_seq(&tree)?;
             found.problem(first, format!("the retention checkpoint is bad: {why}"));
             (first.unwrap_or(1), String::new())
         }
     };
     let mut expect_seq = start;
     let mut expect_prev = (!start_prev.is_empty()).then_some(start_prev.clone());
-    for item in tree.iter() {
-        let (k, value) = item?;
-        let Some(seq) = audit_seq(&k) else {
-            found.problem(
-                Some(expect_seq),
-                format!("a key that is no seq ({}) was added by hand", seal::hex(&k)),
-            );
-            continue;
+    for item in audit_tree::records(&tree, 0)? {
+        let (seq, value) = match item? {
+            Stored::Record { seq, bytes } => (seq, bytes),
+            Stored::Foreign(k) => {
+                found.problem(
+                    Some(expect_seq),
+                    format!("a key that is no seq ({}) was added by hand", seal::hex(&k)),
+                );
+                continue;
+            }
         };
         if seq < start {
             continue; // removed by retention, not yet deleted
@@ -242,15 +245,18 @@ pub fn export(
 ) -> Result<u64, AuditError> {
     let tree = db.open_tree(AUDIT_TREE)?;
     let mut lines = 0;
-    for item in tree.iter() {
-        let (k, value) = item?;
+    for item in audit_tree::records(&tree, 0)? {
+        let (seq, value) = match item? {
+            Stored::Record { seq, bytes } => (seq, bytes),
+            Stored::Foreign(k) => {
+                log::warn!("export skips the key {}, which is no seq", seal::hex(&k));
+                continue;
+            }
+        };
         let record = match AuditRecord::from_bytes(&value) {
             Ok(record) => record,
             Err(e) => {
-                log::warn!(
-                    "export skips the audit record under key {}: {e}",
-                    seal::hex(&k)
-                );
+                log::warn!("export skips audit record {seq}: {e}");
                 continue;
             }
         };

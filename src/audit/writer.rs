@@ -25,7 +25,8 @@ use crate::audit::{
     AuditDraft, AuditError, Durability, FailPoint, SUBSCRIBER_BUFFER, now_ms, record_from,
 };
 use crate::store::schema::{
-    AUDIT_META_TREE, AUDIT_TREE, AuditRecord, GENESIS_HASH, audit_key, audit_seq,
+    AUDIT_META_TREE, AUDIT_TREE, AuditRecord, BLOCK_MAX_BYTES, BLOCK_MAX_RECORDS, BLOCK_SEPARATOR,
+    GENESIS_HASH, audit_key, audit_seq, block_len, block_records,
 };
 
 /// Batch mode: the writer starts early when this many records are queued.
@@ -357,20 +358,59 @@ fn recover(
 fn newest_record(tree: &sled::Tree, key: &AuditKey) -> Result<Option<(u64, String)>, AuditError> {
     for item in tree.iter().rev() {
         let (k, value) = item?;
-        let Some(seq) = audit_seq(&k) else {
+        let Some(first) = audit_seq(&k) else {
             continue;
         };
-        let checked = check_stored(key, seq, &value, None);
+        // The newest block's last record.
+        let seq = first + block_len(&value) as u64 - 1;
+        let stored = block_records(&value).last().unwrap_or_default();
+        let checked = check_stored(key, seq, stored, None);
         if let Some(problem) = checked.problem {
             log::error!("AUDIT LOG TAMPERED OR DAMAGED: {problem}; run verify");
         }
         let hash = match checked.record {
             Some(record) => record.hash,
-            None => seal::sha256_hex(&value),
+            None => seal::sha256_hex(stored),
         };
         return Ok(Some((seq, hash)));
     }
     Ok(None)
+}
+
+/// `records` (consecutive, oldest first) cut into the blocks stored as one value each:
+/// up to [`BLOCK_MAX_RECORDS`] records and [`BLOCK_MAX_BYTES`], or one larger record.
+fn blocks(records: &[Sealed]) -> impl Iterator<Item = &[Sealed]> {
+    let mut rest = records;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut n = 1;
+        let mut bytes = rest[0].bytes.len();
+        while n < rest.len().min(BLOCK_MAX_RECORDS) {
+            bytes += 1 + rest[n].bytes.len();
+            if bytes > BLOCK_MAX_BYTES {
+                break;
+            }
+            n += 1;
+        }
+        let (block, after) = rest.split_at(n);
+        rest = after;
+        Some(block)
+    })
+}
+
+/// The stored value of a block.
+fn join_block(block: &[Sealed]) -> Vec<u8> {
+    let len = block.iter().map(|s| s.bytes.len() + 1).sum::<usize>() - 1;
+    let mut value = Vec::with_capacity(len);
+    for (i, sealed) in block.iter().enumerate() {
+        if i > 0 {
+            value.push(BLOCK_SEPARATOR);
+        }
+        value.extend_from_slice(&sealed.bytes);
+    }
+    value
 }
 
 pub(crate) fn spawn(shared: Arc<Shared>, head: Head) -> Result<JoinHandle<()>, AuditError> {
@@ -587,8 +627,8 @@ impl Writer {
         }
         let started = Instant::now();
         let mut batch = sled::Batch::default();
-        for sealed in records {
-            batch.insert(&audit_key(sealed.record.seq), sealed.bytes.as_slice());
+        for block in blocks(records) {
+            batch.insert(&audit_key(block[0].record.seq), join_block(block));
         }
         self.shared
             .tree
@@ -602,8 +642,8 @@ impl Writer {
         if let Err(e) = flushed {
             if rollback {
                 let mut undo = sled::Batch::default();
-                for sealed in records {
-                    undo.remove(&audit_key(sealed.record.seq));
+                for block in blocks(records) {
+                    undo.remove(&audit_key(block[0].record.seq));
                 }
                 if let Err(e) = self.shared.tree.apply_batch(undo) {
                     log::error!("removing audit records after a failed flush failed: {e}");
@@ -657,5 +697,43 @@ impl Writer {
             self.last_error = Some(reason.to_string());
         }
         self.failures += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Decision;
+
+    fn sealed(seq: u64, len: usize) -> Sealed {
+        let draft = AuditDraft::new("stdio", "tools/call", Decision::Allowed);
+        Sealed {
+            record: record_from(draft, seq, 0),
+            bytes: vec![b'x'; len],
+        }
+    }
+
+    /// (first seq, records) of each block.
+    fn cut(records: &[Sealed]) -> Vec<(u64, usize)> {
+        blocks(records)
+            .map(|b| (b[0].record.seq, b.len()))
+            .collect()
+    }
+
+    #[test]
+    fn blocks_hold_at_most_16_records_and_6_kib_unless_one_record_is_larger() {
+        let small: Vec<Sealed> = (1..=40).map(|s| sealed(s, 100)).collect();
+        assert_eq!(cut(&small), [(1, 16), (17, 16), (33, 8)]);
+        assert_eq!(cut(&small[..1]), [(1, 1)]);
+        assert_eq!(cut(&[]), []);
+        // 1,000-byte records: six and their separators fit in 6 KiB, seven do not.
+        let mid: Vec<Sealed> = (1..=13).map(|s| sealed(s, 1000)).collect();
+        assert_eq!(cut(&mid), [(1, 6), (7, 6), (13, 1)]);
+        let big = [sealed(1, 100), sealed(2, 10_000), sealed(3, 100)];
+        assert_eq!(cut(&big), [(1, 1), (2, 1), (3, 1)]);
+        let value = join_block(&small[..3]);
+        assert_eq!(block_len(&value), 3);
+        assert_eq!(value.len(), 302);
+        assert!(block_records(&value).all(|r| r == [b'x'; 100]));
     }
 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::store::audit_tree::{self, Stored};
 use crate::store::schema::{
     ANCHOR_FILE, AUDIT_TREE, AuditAnchor, AuditRecord, audit_key, audit_seq,
 };
@@ -98,11 +99,7 @@ impl Source {
 
     /// The newest seq in the tree (used only before any request is served).
     pub fn last(&self) -> Result<u64, sled::Error> {
-        Ok(self
-            .audit
-            .last()?
-            .and_then(|(k, _)| audit_seq(&k))
-            .unwrap_or(0))
+        Ok(audit_tree::last_seq(&self.audit)?.unwrap_or(0))
     }
 
     /// Up to `limit` records (and [`MAX_BATCH_BYTES`]) after `cursor`, none beyond
@@ -111,9 +108,13 @@ impl Source {
         let mut items = Vec::new();
         let mut bytes = 0;
         if cursor < head {
-            for entry in self.audit.range(audit_key(cursor + 1)..=audit_key(head)) {
-                let (k, v) = entry?;
-                let Some(seq) = audit_seq(&k) else { continue };
+            for entry in audit_tree::records(&self.audit, cursor + 1)? {
+                let Stored::Record { seq, bytes: v } = entry? else {
+                    continue;
+                };
+                if seq > head {
+                    break;
+                }
                 if !items.is_empty() && (items.len() >= limit || bytes + v.len() > MAX_BATCH_BYTES)
                 {
                     break;

@@ -2,6 +2,7 @@
 //! an actionable message when another process holds it), the schema version, and the
 //! trees the rest of the server reads and writes through typed helpers.
 
+pub mod audit_tree;
 pub mod backup;
 pub mod schema;
 
@@ -10,8 +11,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// The storage schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The storage schema this build reads and writes. 2: an audit value may hold a block of
+/// records (see `schema`); a schema 1 database is a valid schema 2 one, so opening it
+/// only records the new version, and a schema 1 build refuses it afterwards.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug)]
 #[non_exhaustive]

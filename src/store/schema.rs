@@ -3,16 +3,21 @@
 //! on std, serde and serde_json only, so the dashboard can decode records without the
 //! server's code; hashing, signing and writing live in `crate::audit`.
 //!
-//! # Audit log layout (schema version 1, see `store::SCHEMA_VERSION`)
+//! # Audit log layout (schema version 2, see `store::SCHEMA_VERSION`)
 //!
 //! | where | key | value |
 //! | --- | --- | --- |
-//! | tree [`AUDIT_TREE`] | [`audit_key`]: `seq` as 8 big-endian bytes | [`AuditRecord`] as compact JSON |
+//! | tree [`AUDIT_TREE`] | [`audit_key`]: `seq` of the value's first record as 8 big-endian bytes | a block: one or more consecutive [`AuditRecord`]s as compact JSON, joined by [`BLOCK_SEPARATOR`] |
 //! | tree [`AUDIT_META_TREE`] | [`CHECKPOINT_KEY`] | [`AuditCheckpoint`] as compact JSON |
 //! | file [`ANCHOR_FILE`] in the data dir | | [`AuditAnchor`] as compact JSON, padded with spaces to 256 bytes ending in `\n` |
 //! | file [`KEY_FILE`] in the data dir, mode 0600 | | 32 raw bytes: the HMAC key |
 //!
-//! Keys sort by `seq`, so a range scan of the tree is the log in order.
+//! Keys sort by `seq`, so a range scan of the tree is the log in order. The writer puts
+//! the records of one write into blocks of up to [`BLOCK_MAX_RECORDS`] records and
+//! [`BLOCK_MAX_BYTES`]: one sled entry per block instead of per record costs sled less
+//! memory and time. Schema 1 stored one record per value, which is a block of one, so
+//! a schema 1 database reads unchanged; `store::audit_tree` reads records whatever their
+//! blocks.
 //!
 //! # Canonical bytes, hash and HMAC
 //!
@@ -101,7 +106,28 @@ pub fn stored_from_canonical(canonical: &[u8], hash: &str, hmac: &str) -> Vec<u8
     stored
 }
 
-/// The sled key of the audit record `seq`: 8 big-endian bytes, so keys sort by `seq`.
+/// Separates the records of a block in a stored value. Stored records are compact JSON,
+/// which never holds a raw newline.
+pub const BLOCK_SEPARATOR: u8 = b'\n';
+/// Most records the writer puts in one value.
+pub const BLOCK_MAX_RECORDS: usize = 16;
+/// Most bytes the writer puts in one value, unless a single record is larger. A sled
+/// leaf holds up to 17 values and is written inline only below 128 KiB, so values stay
+/// well under 128 KiB / 17.
+pub const BLOCK_MAX_BYTES: usize = 6 * 1024;
+
+/// How many records a stored value holds.
+pub fn block_len(value: &[u8]) -> usize {
+    1 + value.iter().filter(|&&b| b == BLOCK_SEPARATOR).count()
+}
+
+/// The stored records of a value, oldest first.
+pub fn block_records(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == BLOCK_SEPARATOR)
+}
+
+/// The sled key of the audit record `seq`, or of the block that starts with it: 8
+/// big-endian bytes, so keys sort by `seq`.
 pub fn audit_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use mreg::admin::client::{self, AdminResponse};
-use mreg::store::schema::{AUDIT_TREE, AuditRecord, audit_seq};
+use mreg::store::audit_tree::{self, Stored};
+use mreg::store::schema::{AUDIT_TREE, AuditRecord};
 use mreg::store::{Store, StoreError};
 
 use crate::app::{Command, Event, Link, Mode};
@@ -405,18 +406,20 @@ pub fn read_offline(
     let mut records = Vec::new();
     if has(AUDIT_TREE) {
         let tree = db.open_tree(AUDIT_TREE)?;
-        for item in tree.iter().rev().take(max) {
-            let (_, v) = item?;
-            match AuditRecord::from_bytes(&v) {
-                Ok(r) => records.push(r),
-                Err(_) => state.undecodable += 1,
-            }
-        }
-        records.reverse();
-        let first = tree.first()?.and_then(|(k, _)| audit_seq(&k));
-        let last = tree.last()?.and_then(|(k, _)| audit_seq(&k));
+        let first = audit_tree::first_seq(&tree)?;
+        let last = audit_tree::last_seq(&tree)?;
         if let (Some(first), Some(last)) = (first, last) {
             state.audit_records = last - first + 1;
+            let from = (last + 1).saturating_sub(max as u64).max(first);
+            for item in audit_tree::records(&tree, from)? {
+                let Stored::Record { bytes, .. } = item? else {
+                    continue;
+                };
+                match AuditRecord::from_bytes(&bytes) {
+                    Ok(r) => records.push(r),
+                    Err(_) => state.undecodable += 1,
+                }
+            }
         }
     }
     if has("rate") {
