@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod data;
 pub mod histogram;
 pub mod mcp;
+pub mod memory;
 pub mod oauth;
 pub mod ship;
 pub mod store;
