@@ -499,6 +499,39 @@ fn records_written_together_are_stored_in_blocks_and_read_one_by_one() {
 }
 
 #[test]
+fn a_schema_1_log_opens_as_schema_2_and_goes_on_in_blocks() {
+    // Schema 1 stored one record per value: what one-at-a-time durable appends store.
+    let dir = log_with("schema1", 30);
+    {
+        let db = open_db(&dir);
+        let tree = db.open_tree(AUDIT_TREE).unwrap();
+        assert_eq!(tree.len(), 30);
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert("schema_version", &1u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = mreg::store::Store::open(&dir, 1 << 20).unwrap();
+    let version = store.meta.get("schema_version").unwrap().unwrap();
+    assert_eq!(version.as_ref(), 2u32.to_be_bytes());
+    let log = AuditLog::open(&store.db, &dir, Durability::Batch { max_delay_ms: 1000 }).unwrap();
+    for i in 31..=80 {
+        assert_eq!(log.append(draft(i)).unwrap(), i);
+    }
+    log.sync().unwrap();
+    let v = log.verify().unwrap();
+    assert!(v.ok && v.records == 80, "{v:?}");
+    // The 30 old values plus a few blocks for the 50 new records.
+    let values = store.db.open_tree(AUDIT_TREE).unwrap().len();
+    assert!((34..=40).contains(&values), "{values} values");
+    // Retention through the old values, then into a new block.
+    assert_eq!(log.prune(None, Some(60)).unwrap().first_kept_seq, 21);
+    assert!(log.verify().unwrap().ok);
+    assert_eq!(log.prune(None, Some(45)).unwrap().first_kept_seq, 36);
+    let v = log.verify().unwrap();
+    assert!(v.ok && v.records == 45 && v.first_seq == Some(36), "{v:?}");
+}
+
+#[test]
 fn pruning_cuts_inside_a_block_exactly() {
     let dir = batch_log_with("prune-blocks", 100);
     let db = open_db(&dir);
