@@ -369,6 +369,10 @@ impl Drop for DirClaim {
 
 /// `s` cut to `max` characters (with `…` at the end when cut).
 fn bounded(s: String, max: usize) -> String {
+    // No more bytes than `max`: no more chars either, and nothing to count.
+    if s.len() <= max {
+        return s;
+    }
     match s.char_indices().nth(max) {
         None => s,
         Some((cut, _)) => {
@@ -431,6 +435,12 @@ mod tests {
         assert_eq!(r.roles.len(), MAX_ROLES);
         assert_eq!(r.reason.as_deref(), Some("tool_not_permitted: admin only"));
         assert_eq!((r.seq, r.time_ms), (3, 4));
+        // The bound counts characters, not bytes.
+        let max = MAX_FIELD_CHARS;
+        assert_eq!(bounded("a".repeat(max), max), "a".repeat(max));
+        assert_eq!(bounded("é".repeat(max), max), "é".repeat(max));
+        assert_eq!(bounded("é".repeat(max + 1), max), "é".repeat(max) + "…");
+        assert_eq!(bounded("a".repeat(max + 1), max), "a".repeat(max) + "…");
     }
 
     #[test]
