@@ -378,8 +378,9 @@ fn clip(s: &str, max: usize) -> &str {
 
 fn push_id(out: &mut Vec<u8>, id: &Id) {
     match id {
-        Id::Num(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        Id::Str(s) => push_json(out, &Value::String(s.clone())),
+        // Writing into a Vec cannot fail.
+        Id::Num(n) => serde_json::to_writer(&mut *out, n).expect("serializing a number"),
+        Id::Str(s) => push_str(out, s),
     }
 }
 
@@ -459,6 +460,24 @@ mod tests {
 
     fn code(s: &str) -> i32 {
         dec(s).unwrap_err().code.0
+    }
+
+    #[test]
+    fn ids_are_encoded_as_json() {
+        let result = serde_json::json!({"ok": true});
+        let ids = [
+            (Id::Num(-5), serde_json::json!(-5)),
+            (Id::Num(i64::MAX), serde_json::json!(i64::MAX)),
+            (
+                Id::Str("a\"b\n\u{1}é".into()),
+                serde_json::json!("a\"b\n\u{1}é"),
+            ),
+        ];
+        for (id, json_id) in ids {
+            let expected = serde_json::json!({"jsonrpc": "2.0", "id": json_id, "result": result});
+            let got: Value = serde_json::from_slice(&encode_result(&id, &result)).unwrap();
+            assert_eq!(got, expected);
+        }
     }
 
     #[test]
