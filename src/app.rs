@@ -41,6 +41,8 @@ pub struct App {
     pub started: Instant,
     /// The audit shippers (`crate::ship`), once started; `ship::status_all` reports them.
     pub shippers: Arc<std::sync::OnceLock<Vec<crate::ship::Shipper>>>,
+    /// The OAuth proxy, once `mreg serve` has built it (key rotation from the admin socket).
+    pub oauth: Arc<std::sync::OnceLock<Arc<crate::oauth::OAuthProxy>>>,
     /// The effective values in force, to tell what a reload changes.
     applied: parking_lot::Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
@@ -221,6 +223,7 @@ impl App {
             identity,
             started,
             shippers: Arc::new(std::sync::OnceLock::new()),
+            oauth: Arc::new(std::sync::OnceLock::new()),
             applied: parking_lot::Mutex::new(config_values),
         };
         app.start_background();
@@ -330,6 +333,7 @@ impl App {
                 crate::admin::data_extension(self.store.data.clone()),
                 crate::admin::backup_extension(self.store.clone()),
                 crate::admin::audit::extension(self.store.db.clone(), self.config.data_dir.clone()),
+                crate::oauth::admin_extension(self.oauth.clone()),
             ],
         });
         admin.start(&self.config.data_dir).map(|_| ())

@@ -31,6 +31,9 @@ commands:
                  print a token of the development issuer (for `serve --dev`)
   block T/U      refuse every request of principal TENANT/USER from now on
   unblock T/U    lift a block
+  oauth rotate-keys [--retire-old]
+                 new OAuth proxy keys now; --retire-old also drops the old ones, which
+                 ends every token and remembered consent they made (a leaked key file)
   version        print the version
   help           print this text
 
@@ -145,9 +148,8 @@ pub fn main() -> i32 {
             0
         }
         "check-config" => check_config(args.data_dir),
-        "sessions" | "revoke" | "block" | "unblock" | "data" | "audit" | "token" | "backup" => {
-            operator(&args)
-        }
+        "sessions" | "revoke" | "block" | "unblock" | "data" | "audit" | "token" | "backup"
+        | "oauth" => operator(&args),
         "stdio" => run_stdio(args.data_dir),
         "serve" => match args
             .rest
@@ -189,6 +191,7 @@ fn operator(args: &Args) -> i32 {
         ("audit", _) => crate::commands::audit(&config, &args.rest),
         ("token", _) => crate::commands::token(&config, &args.rest),
         ("backup", _) => crate::commands::backup(&config, &args.rest),
+        ("oauth", _) => crate::commands::oauth(&config, &args.rest),
         ("sessions", _) if args.rest.is_empty() => crate::commands::sessions(&config),
         ("revoke", Some(id)) => crate::commands::revoke(&config, &id),
         ("block", Some(p)) => crate::commands::block(&config, &p, true),

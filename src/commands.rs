@@ -129,6 +129,71 @@ pub fn revoke(config: &Config, id: &str) -> i32 {
     }
 }
 
+/// `mreg oauth rotate-keys [--retire-old]`: through the running server, or on the key
+/// file when none runs.
+pub fn oauth(config: &Config, args: &[String]) -> i32 {
+    let retire_old = match args {
+        [cmd] if cmd == "rotate-keys" => false,
+        [cmd, flag] if cmd == "rotate-keys" && flag == "--retire-old" => true,
+        _ => {
+            eprintln!("mreg oauth: expected `rotate-keys [--retire-old]`");
+            return 2;
+        }
+    };
+    let body = json!({ "retire_old": retire_old }).to_string();
+    match via_admin(
+        &config.data_dir,
+        "POST",
+        "/v1/oauth/rotate-keys",
+        body.as_bytes(),
+    ) {
+        Ok(Via::Server(r)) => print_answer(&r),
+        Ok(Via::NotRunning) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let keys = mreg::oauth::keys::KeyRing::load_existing(&config.data_dir, now);
+            let mut ring = match keys {
+                Ok(Some(ring)) => ring,
+                Ok(None) => {
+                    eprintln!(
+                        "mreg: no OAuth key file in {}: the proxy never ran here",
+                        config.data_dir.display()
+                    );
+                    return 1;
+                }
+                Err(e) => {
+                    eprintln!("mreg: the OAuth key file: {e}");
+                    return 1;
+                }
+            };
+            let o = &config.oauth;
+            let keep = mreg::oauth::keys::Retention::for_lifetimes(
+                o.access_token_ttl_secs,
+                o.refresh_token_ttl_secs,
+                o.transaction_ttl_secs,
+            );
+            let rotated = if retire_old {
+                ring.replace_all(now)
+            } else {
+                ring.rotate_now(now, keep)
+            };
+            match rotated {
+                Ok(()) => print_value((200, ring.summary())),
+                Err(e) => {
+                    eprintln!("mreg: rotating the OAuth keys failed: {e}");
+                    1
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("mreg: {e}");
+            1
+        }
+    }
+}
+
 pub fn block(config: &Config, principal: &str, blocked: bool) -> i32 {
     if !principal.contains('/') {
         eprintln!("mreg: expected TENANT/USER, got {principal:?}");

@@ -73,6 +73,7 @@ pub fn run(data_dir: Option<PathBuf>, dev: bool) -> i32 {
             ) {
                 Ok(p) => {
                     identity.use_authorization_server(p.issuer());
+                    let _ = app.oauth.set(p.clone());
                     Some(p)
                 }
                 Err(e) => {

@@ -340,7 +340,42 @@ fn expiry_throttling_private_documents_and_restart() {
         base: public,
         addr: srv.addr,
     };
-    assert_eq!(p2.refresh(&client, &rt).status, 200);
+    let refreshed = p2.refresh(&client, &rt);
+    assert_eq!(refreshed.status, 200);
+    let rt = refreshed.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The operator rotates the keys through the running server: what the old keys made
+    // stays valid; rotating again with --retire-old ends it (a leaked key file).
+    let rotate = |extra: &[&str]| {
+        let out = mreg(dir.path())
+            .args(["oauth", "rotate-keys"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str::<Value>(&stdout).unwrap()
+    };
+    let first = rotate(&[]);
+    assert!(first["keys"].as_u64().unwrap() >= 6, "{first}");
+    assert!(whoami(srv.addr, &access).is_ok());
+    let retired = rotate(&["--retire-old"]);
+    assert_eq!(retired["keys"], 3, "{retired}");
+    assert_ne!(retired["current"]["sign"], first["current"]["sign"]);
+    assert!(whoami(srv.addr, &access).is_err());
+    assert_eq!(p2.refresh(&client, &rt).status, 400);
+    // With the server stopped the command works on the key file itself.
+    assert_eq!(srv.stop(), 0);
+    let offline = rotate(&["--retire-old"]);
+    assert_eq!(offline["keys"], 3);
+    assert_ne!(offline["current"]["sign"], retired["current"]["sign"]);
 }
 
 #[test]

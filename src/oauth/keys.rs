@@ -59,6 +59,16 @@ pub struct Retention {
 }
 
 impl Retention {
+    /// How long replaced keys must stay for tokens of these lifetimes (seconds): an
+    /// access token, a refresh token, an authorization transaction.
+    pub fn for_lifetimes(access: u64, refresh: u64, transaction: u64) -> Retention {
+        Retention {
+            sign_secs: access + 300,
+            seal_secs: refresh + 86_400,
+            cookie_secs: crate::oauth::authorize::CONSENT_SECS + transaction,
+        }
+    }
+
     fn of(&self, p: Purpose) -> u64 {
         match p {
             Purpose::Sign => self.sign_secs,
@@ -254,6 +264,34 @@ impl KeyRing {
         Ok(changed)
     }
 
+    /// The key file in `dir`, if there is one (never creates it).
+    pub fn load_existing(dir: &Path, now: u64) -> io::Result<Option<KeyRing>> {
+        match fs::metadata(dir.join(KEY_FILE)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+            Ok(_) => KeyRing::load(dir, now).map(Some),
+        }
+    }
+
+    /// The current kid of each purpose and how many keys the ring holds (no secret).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "current": {
+                "sign": self.current_kid(Purpose::Sign),
+                "seal": self.current_kid(Purpose::Seal),
+                "cookie": self.current_kid(Purpose::Cookie),
+            },
+            "keys": self.keys.len(),
+        })
+    }
+
+    /// Replaces every key by a new one now: what the old keys made stops working (the
+    /// answer to a leaked key file).
+    pub fn replace_all(&mut self, now: u64) -> io::Result<()> {
+        self.keys = PURPOSES.iter().map(|p| new_entry(*p, now)).collect();
+        self.save()
+    }
+
     /// Rotates every purpose now, whatever the age of the current keys.
     pub fn rotate_now(&mut self, now: u64, keep: Retention) -> io::Result<()> {
         for p in PURPOSES {
@@ -402,6 +440,30 @@ mod tests {
         ring.rotate_now(3500, KEEP).unwrap();
         assert_eq!(ring.unseal(&sealed, b"grant-1"), None);
         assert_eq!(ring.kids(Purpose::Seal).len(), 2);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn replacing_all_keys_ends_what_the_old_ones_made() {
+        let d = dir("retire");
+        assert!(KeyRing::load_existing(&d, 1000).unwrap().is_none());
+        assert!(
+            !d.join(KEY_FILE).exists(),
+            "looking does not create the file"
+        );
+        let mut ring = KeyRing::load(&d, 1000).unwrap();
+        let (kid, tag) = ring.mac(Purpose::Sign, b"msg");
+        let sealed = ring.seal(b"refresh-token", b"grant-1");
+        // Also right after a rotation in the same second.
+        ring.rotate_now(1000, KEEP).unwrap();
+        ring.replace_all(1000).unwrap();
+        let again = KeyRing::load_existing(&d, 1002).unwrap().unwrap();
+        assert!(!again.verify_mac(Purpose::Sign, &kid, b"msg", &tag));
+        assert_eq!(again.unseal(&sealed, b"grant-1"), None);
+        let summary = again.summary();
+        assert_eq!(summary["keys"], 3);
+        assert_ne!(summary["current"]["sign"], kid.as_str());
+        assert!(!summary.to_string().contains(&again.keys[0].0.secret));
         let _ = fs::remove_dir_all(&d);
     }
 

@@ -87,11 +87,7 @@ pub struct ProxySettings {
 impl ProxySettings {
     /// How long retired keys are kept (see `keys.rs`).
     pub fn retention(&self) -> Retention {
-        Retention {
-            sign_secs: self.access_ttl + 300,
-            seal_secs: self.refresh_ttl + 86_400,
-            cookie_secs: authorize::CONSENT_SECS + self.tx_ttl,
-        }
+        Retention::for_lifetimes(self.access_ttl, self.refresh_ttl, self.tx_ttl)
     }
 }
 
@@ -119,6 +115,47 @@ pub struct OAuthProxy {
     /// Grants being refreshed right now, and the wakeup of those waiting on one.
     refreshing: Mutex<HashSet<String>>,
     refreshed: Condvar,
+}
+
+/// `POST /v1/oauth/rotate-keys {"retire_old": bool}` on the admin socket: see
+/// [`OAuthProxy::rotate_keys`]. 409 while the proxy is not running.
+pub fn admin_extension(
+    proxy: Arc<std::sync::OnceLock<Arc<OAuthProxy>>>,
+) -> Arc<crate::admin::Extension> {
+    Arc::new(move |method, path, _query, body| {
+        if (method, path) != ("POST", "/v1/oauth/rotate-keys") {
+            return None;
+        }
+        let Some(proxy) = proxy.get() else {
+            return Some((
+                409,
+                json!({ "error": "the OAuth proxy is not enabled on this server" }),
+            ));
+        };
+        let retire_old = match serde_json::from_slice::<Value>(body) {
+            Ok(v) => v["retire_old"].as_bool().unwrap_or(false),
+            Err(_) if body.is_empty() => false,
+            Err(e) => return Some((400, json!({ "error": format!("invalid JSON body: {e}") }))),
+        };
+        let answer = match proxy.rotate_keys(now_ms() / 1000, retire_old) {
+            Ok(summary) => {
+                log::info!(
+                    "oauth: keys rotated from the admin socket{}",
+                    if retire_old {
+                        "; older keys retired"
+                    } else {
+                        ""
+                    }
+                );
+                (200, summary)
+            }
+            Err(e) => (
+                500,
+                json!({ "error": format!("rotating the OAuth keys failed: {e}") }),
+            ),
+        };
+        Some(answer)
+    })
 }
 
 fn now_ms() -> u64 {
@@ -336,9 +373,18 @@ impl OAuthProxy {
         }
     }
 
-    /// Rotates every key now (older keys stay for what they already protect).
-    pub fn rotate_keys(&self, now: u64) -> std::io::Result<()> {
-        self.keys.write().rotate_now(now, self.settings.retention())
+    /// Rotates every key now. Older keys stay for what they already protect, or with
+    /// `retire_old` go at once: access tokens, sealed refresh tokens and consent
+    /// cookies made with them stop working (the answer to a leaked key file). Returns
+    /// the ring's summary (kids, no secret).
+    pub fn rotate_keys(&self, now: u64, retire_old: bool) -> std::io::Result<Value> {
+        let mut keys = self.keys.write();
+        if retire_old {
+            keys.replace_all(now)?;
+        } else {
+            keys.rotate_now(now, self.settings.retention())?;
+        }
+        Ok(keys.summary())
     }
 
     /// Runs [`housekeeping`](Self::housekeeping) every minute until the guard drops.
