@@ -468,8 +468,9 @@ fn records_written_together_are_stored_in_blocks_and_read_one_by_one() {
     let dir = batch_log_with("blocks", 100);
     let db = open_db(&dir);
     let tree = db.open_tree(AUDIT_TREE).unwrap();
-    // At most 16 records a value: 100 records take 7 values or more, far fewer than 100.
-    assert!((7..=20).contains(&tree.len()), "{} values", tree.len());
+    // At most 16 records a value: 100 records take 7 values or more; how many more
+    // depends on when the writer woke, but far fewer than 100.
+    assert!((7..=50).contains(&tree.len()), "{} values", tree.len());
     let report = verify(&db, &dir).unwrap();
     assert!(report.ok && report.records == 100, "{report:?}");
     assert_eq!((report.first_seq, report.last_seq), (Some(1), Some(100)));
@@ -520,9 +521,9 @@ fn a_schema_1_log_opens_as_schema_2_and_goes_on_in_blocks() {
     log.sync().unwrap();
     let v = log.verify().unwrap();
     assert!(v.ok && v.records == 80, "{v:?}");
-    // The 30 old values plus a few blocks for the 50 new records.
+    // The 30 old values plus blocks for the 50 new records.
     let values = store.db.open_tree(AUDIT_TREE).unwrap().len();
-    assert!((34..=40).contains(&values), "{values} values");
+    assert!((34..=55).contains(&values), "{values} values");
     // Retention through the old values, then into a new block.
     assert_eq!(log.prune(None, Some(60)).unwrap().first_kept_seq, 21);
     assert!(log.verify().unwrap().ok);
@@ -537,18 +538,26 @@ fn pruning_cuts_inside_a_block_exactly() {
     let db = open_db(&dir);
     let log = AuditLog::open(&db, &dir, Durability::Durable).unwrap();
     let tree = db.open_tree(AUDIT_TREE).unwrap();
-    assert!(
-        tree.get(audit_key(46)).unwrap().is_none(),
-        "46 must sit inside a block"
-    );
-    let report = log.prune(None, Some(55)).unwrap();
-    assert_eq!((report.removed, report.first_kept_seq), (45, 46));
+    // How the records were cut depends on when the writer woke: cut inside whichever
+    // block of two records or more comes after the first.
+    let (key, _) = tree
+        .iter()
+        .map(Result::unwrap)
+        .skip(1)
+        .find(|(_, v)| block_len(v) >= 2)
+        .expect("a block of two records or more");
+    let cut = audit_seq(&key).unwrap() + 1;
+    let report = log.prune(None, Some(101 - cut)).unwrap();
+    assert_eq!((report.removed, report.first_kept_seq), (cut - 1, cut));
     let v = log.verify().unwrap();
-    assert!(v.ok && v.records == 55 && v.first_seq == Some(46), "{v:?}");
+    assert!(
+        v.ok && v.records == 101 - cut && v.first_seq == Some(cut),
+        "{v:?}"
+    );
     let first_key = tree.first().unwrap().unwrap().0;
-    assert_eq!(audit_seq(&first_key), Some(46));
-    assert!(stored(&db, 45).is_none());
-    assert_eq!(record(&db, 46).seq, 46);
+    assert_eq!(audit_seq(&first_key), Some(cut));
+    assert!(stored(&db, cut - 1).is_none());
+    assert_eq!(record(&db, cut).seq, cut);
     assert_eq!(log.append(draft(101)).unwrap(), 101);
     assert!(log.verify().unwrap().ok);
 }
