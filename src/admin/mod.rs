@@ -222,11 +222,23 @@ impl Admin {
                     "admin: principal {key} {}",
                     if block { "blocked" } else { "unblocked" }
                 );
+                let action = if block {
+                    "admin/block"
+                } else {
+                    "admin/unblock"
+                };
+                self.record(action, &key);
                 (200, json!({ "principal": key, "blocked": block }))
             }
             _ => {
                 for ext in &self.extensions {
                     if let Some(r) = ext(method, path, query, body) {
+                        // Changes (data import, backup, key rotation) are operator
+                        // actions on record; reads are not.
+                        if method == "POST" && (200..300).contains(&r.0) {
+                            let action = path.trim_start_matches("/v1/").replace('/', "_");
+                            self.record(&format!("admin/{action}"), query);
+                        }
                         return r;
                     }
                 }
