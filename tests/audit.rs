@@ -17,7 +17,9 @@ use mreg::audit::{
     export, verify,
 };
 use mreg::store::audit_tree::{self, Stored};
-use mreg::store::schema::{AUDIT_TREE, audit_key, audit_seq, block_len, block_records};
+use mreg::store::schema::{
+    AUDIT_TREE, audit_key, audit_seq, block_len, block_records, block_value,
+};
 
 /// A data directory under the target dir, removed when the test passes (kept for a
 /// look when it fails).
@@ -120,7 +122,7 @@ fn put_stored(db: &sled::Db, seq: u64, bytes: &[u8]) {
             let first = audit_seq(&key).unwrap();
             let mut records: Vec<&[u8]> = block_records(&value).collect();
             records[(seq - first) as usize] = bytes;
-            tree.insert(key, records.join(&b'\n')).unwrap();
+            tree.insert(key, block_value(records)).unwrap();
         }
         None => drop(tree.insert(audit_key(seq), bytes).unwrap()),
     }

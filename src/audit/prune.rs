@@ -9,8 +9,8 @@ use crate::audit::verify::check_stored;
 use crate::audit::{AuditError, now_ms};
 use crate::store::audit_tree::{self, Stored};
 use crate::store::schema::{
-    AUDIT_META_TREE, AUDIT_TREE, AuditCheckpoint, BLOCK_SEPARATOR, CHECKPOINT_KEY, GENESIS_HASH,
-    audit_key, audit_seq, block_len, block_records,
+    AUDIT_META_TREE, AUDIT_TREE, AuditCheckpoint, CHECKPOINT_KEY, GENESIS_HASH, audit_key,
+    audit_seq, block_len, block_records, block_value,
 };
 
 /// Keys removed per sled batch.
@@ -73,8 +73,8 @@ pub(crate) fn remove_below(
             let len = block_len(&value) as u64;
             let drop = len.min(first_seq - seq);
             if drop < len {
-                let kept: Vec<&[u8]> = block_records(&value).skip(drop as usize).collect();
-                batch.insert(&audit_key(first_seq), kept.join(&BLOCK_SEPARATOR));
+                let kept = block_value(block_records(&value).skip(drop as usize));
+                batch.insert(&audit_key(first_seq), kept);
             }
             batch.remove(k);
             n += drop;

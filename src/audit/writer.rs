@@ -25,8 +25,8 @@ use crate::audit::{
     AuditDraft, AuditError, Durability, FailPoint, SUBSCRIBER_BUFFER, now_ms, record_from,
 };
 use crate::store::schema::{
-    AUDIT_META_TREE, AUDIT_TREE, AuditRecord, BLOCK_MAX_BYTES, BLOCK_MAX_RECORDS, BLOCK_SEPARATOR,
-    GENESIS_HASH, audit_key, audit_seq, block_len, block_records,
+    AUDIT_META_TREE, AUDIT_TREE, AuditRecord, BLOCK_MAX_BYTES, BLOCK_MAX_RECORDS, GENESIS_HASH,
+    audit_key, audit_seq, block_len, block_records, block_value,
 };
 
 /// Batch mode: the writer starts early when this many records are queued.
@@ -400,19 +400,6 @@ fn blocks(records: &[Sealed]) -> impl Iterator<Item = &[Sealed]> {
     })
 }
 
-/// The stored value of a block.
-fn join_block(block: &[Sealed]) -> Vec<u8> {
-    let len = block.iter().map(|s| s.bytes.len() + 1).sum::<usize>() - 1;
-    let mut value = Vec::with_capacity(len);
-    for (i, sealed) in block.iter().enumerate() {
-        if i > 0 {
-            value.push(BLOCK_SEPARATOR);
-        }
-        value.extend_from_slice(&sealed.bytes);
-    }
-    value
-}
-
 pub(crate) fn spawn(shared: Arc<Shared>, head: Head) -> Result<JoinHandle<()>, AuditError> {
     let dir = shared.dir.clone();
     let writer = Writer {
@@ -628,7 +615,8 @@ impl Writer {
         let started = Instant::now();
         let mut batch = sled::Batch::default();
         for block in blocks(records) {
-            batch.insert(&audit_key(block[0].record.seq), join_block(block));
+            let value = block_value(block.iter().map(|s| s.bytes.as_slice()));
+            batch.insert(&audit_key(block[0].record.seq), value);
         }
         self.shared
             .tree
@@ -731,7 +719,7 @@ mod tests {
         assert_eq!(cut(&mid), [(1, 6), (7, 6), (13, 1)]);
         let big = [sealed(1, 100), sealed(2, 10_000), sealed(3, 100)];
         assert_eq!(cut(&big), [(1, 1), (2, 1), (3, 1)]);
-        let value = join_block(&small[..3]);
+        let value = block_value(small[..3].iter().map(|s| s.bytes.as_slice()));
         assert_eq!(block_len(&value), 3);
         assert_eq!(value.len(), 302);
         assert!(block_records(&value).all(|r| r == [b'x'; 100]));

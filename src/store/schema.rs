@@ -126,6 +126,19 @@ pub fn block_records(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == BLOCK_SEPARATOR)
 }
 
+/// The stored value of a block of records (oldest first): the inverse of
+/// [`block_records`].
+pub fn block_value<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut value = Vec::new();
+    for (i, record) in records.into_iter().enumerate() {
+        if i > 0 {
+            value.push(BLOCK_SEPARATOR);
+        }
+        value.extend_from_slice(record);
+    }
+    value
+}
+
 /// The sled key of the audit record `seq`, or of the block that starts with it: 8
 /// big-endian bytes, so keys sort by `seq`.
 pub fn audit_key(seq: u64) -> [u8; 8] {
