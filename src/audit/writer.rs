@@ -26,7 +26,7 @@ use crate::audit::{
 };
 use crate::store::schema::{
     AUDIT_META_TREE, AUDIT_TREE, AuditRecord, BLOCK_MAX_BYTES, BLOCK_MAX_RECORDS, GENESIS_HASH,
-    audit_key, audit_seq, block_len, block_records, block_value,
+    audit_key, block_value,
 };
 
 /// Batch mode: the writer starts early when this many records are queued.
@@ -356,25 +356,18 @@ fn recover(
 
 /// The newest record's seq and hash, logging loudly if it fails its checks.
 fn newest_record(tree: &sled::Tree, key: &AuditKey) -> Result<Option<(u64, String)>, AuditError> {
-    for item in tree.iter().rev() {
-        let (k, value) = item?;
-        let Some(first) = audit_seq(&k) else {
-            continue;
-        };
-        // The newest block's last record.
-        let seq = first + block_len(&value) as u64 - 1;
-        let stored = block_records(&value).last().unwrap_or_default();
-        let checked = check_stored(key, seq, stored, None);
-        if let Some(problem) = checked.problem {
-            log::error!("AUDIT LOG TAMPERED OR DAMAGED: {problem}; run verify");
-        }
-        let hash = match checked.record {
-            Some(record) => record.hash,
-            None => seal::sha256_hex(stored),
-        };
-        return Ok(Some((seq, hash)));
+    let Some((seq, stored)) = crate::store::audit_tree::last_record(tree)? else {
+        return Ok(None);
+    };
+    let checked = check_stored(key, seq, &stored, None);
+    if let Some(problem) = checked.problem {
+        log::error!("AUDIT LOG TAMPERED OR DAMAGED: {problem}; run verify");
     }
-    Ok(None)
+    let hash = match checked.record {
+        Some(record) => record.hash,
+        None => seal::sha256_hex(&stored),
+    };
+    Ok(Some((seq, hash)))
 }
 
 /// `records` (consecutive, oldest first) cut into the blocks stored as one value each:
@@ -692,6 +685,7 @@ impl Writer {
 mod tests {
     use super::*;
     use crate::audit::Decision;
+    use crate::store::schema::{block_len, block_records};
 
     fn sealed(seq: u64, len: usize) -> Sealed {
         let draft = AuditDraft::new("stdio", "tools/call", Decision::Allowed);

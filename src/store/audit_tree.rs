@@ -45,10 +45,20 @@ pub fn first_seq(tree: &Tree) -> Result<Option<u64>, sled::Error> {
 
 /// The seq of the newest record stored, if any.
 pub fn last_seq(tree: &Tree) -> Result<Option<u64>, sled::Error> {
+    Ok(last_record(tree)?.map(|(seq, _)| seq))
+}
+
+/// The newest record stored, with the seq its place implies, if any.
+pub fn last_record(tree: &Tree) -> Result<Option<(u64, IVec)>, sled::Error> {
     for item in tree.iter().rev() {
         let (k, v) = item?;
-        if let Some(seq) = audit_seq(&k) {
-            return Ok(Some(seq + block_len(&v) as u64 - 1));
+        if let Some(first) = audit_seq(&k) {
+            let at = v
+                .iter()
+                .rposition(|&b| b == BLOCK_SEPARATOR)
+                .map_or(0, |i| i + 1);
+            let record = v.subslice(at, v.len() - at);
+            return Ok(Some((first + block_len(&v) as u64 - 1, record)));
         }
     }
     Ok(None)
@@ -136,6 +146,7 @@ mod tests {
         assert_eq!(seqs(&tree, 7), vec![]);
         assert_eq!(first_seq(&tree).unwrap(), Some(1));
         assert_eq!(last_seq(&tree).unwrap(), Some(6));
+        assert_eq!(last_record(&tree).unwrap(), Some((6, IVec::from("f"))));
     }
 
     #[test]
