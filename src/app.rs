@@ -278,8 +278,6 @@ impl App {
                             log::error!("AUDIT LOG VERIFICATION FAILED: {report}");
                         }
                         *checks.lock() = serde_json::json!({ "at_ms": now_ms(), "result": report });
-                        // The pass read the whole log through this thread's arena.
-                        crate::memory::trim();
                         thread::sleep(Duration::from_secs(3600));
                     }
                 });

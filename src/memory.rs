@@ -1,8 +1,8 @@
 //! Handing freed heap memory back to the OS. glibc's allocator gives each busy thread an
 //! arena and keeps what an arena once held: after a burst, such as a verification pass
 //! over the whole audit log or a load peak, megabytes stay resident although free.
-//! [`trim`] returns the free pages of every arena. The server calls it after audit
-//! maintenance and every few seconds from its housekeeping thread.
+//! [`trim`] returns the free pages of every arena. The server's persist thread calls it
+//! every second, so a burst's memory goes back within a second whichever thread freed it.
 //!
 //! The only `unsafe` in the crate: the declaration of one C function that takes an
 //! integer and no pointers.
