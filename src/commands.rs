@@ -149,10 +149,7 @@ pub fn oauth(config: &Config, args: &[String]) -> i32 {
     ) {
         Ok(Via::Server(r)) => print_answer(&r),
         Ok(Via::NotRunning) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let now = mreg::auth::setup::now_secs();
             let keys = mreg::oauth::keys::KeyRing::load_existing(&config.data_dir, now);
             let mut ring = match keys {
                 Ok(Some(ring)) => ring,
@@ -174,13 +171,8 @@ pub fn oauth(config: &Config, args: &[String]) -> i32 {
                 o.refresh_token_ttl_secs,
                 o.transaction_ttl_secs,
             );
-            let rotated = if retire_old {
-                ring.replace_all(now)
-            } else {
-                ring.rotate_now(now, keep)
-            };
-            match rotated {
-                Ok(()) => print_value((200, ring.summary())),
+            match ring.rotate_by_operator(now, keep, retire_old) {
+                Ok(summary) => print_value((200, summary)),
                 Err(e) => {
                     eprintln!("mreg: rotating the OAuth keys failed: {e}");
                     1

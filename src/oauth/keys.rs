@@ -292,6 +292,23 @@ impl KeyRing {
         self.save()
     }
 
+    /// An operator's rotation (`mreg oauth rotate-keys`): [`rotate_now`](Self::rotate_now)
+    /// with `keep`, or with `retire_old` [`replace_all`](Self::replace_all). Returns the
+    /// [`summary`](Self::summary).
+    pub fn rotate_by_operator(
+        &mut self,
+        now: u64,
+        keep: Retention,
+        retire_old: bool,
+    ) -> io::Result<serde_json::Value> {
+        if retire_old {
+            self.replace_all(now)?;
+        } else {
+            self.rotate_now(now, keep)?;
+        }
+        Ok(self.summary())
+    }
+
     /// Rotates every purpose now, whatever the age of the current keys.
     pub fn rotate_now(&mut self, now: u64, keep: Retention) -> io::Result<()> {
         for p in PURPOSES {

@@ -378,13 +378,9 @@ impl OAuthProxy {
     /// cookies made with them stop working (the answer to a leaked key file). Returns
     /// the ring's summary (kids, no secret).
     pub fn rotate_keys(&self, now: u64, retire_old: bool) -> std::io::Result<Value> {
-        let mut keys = self.keys.write();
-        if retire_old {
-            keys.replace_all(now)?;
-        } else {
-            keys.rotate_now(now, self.settings.retention())?;
-        }
-        Ok(keys.summary())
+        self.keys
+            .write()
+            .rotate_by_operator(now, self.settings.retention(), retire_old)
     }
 
     /// Runs [`housekeeping`](Self::housekeeping) every minute until the guard drops.
