@@ -8,5 +8,7 @@ mod commands;
 mod serve;
 
 fn main() {
+    // First, before any thread or large buffer exists.
+    mreg::memory::configure();
     std::process::exit(cli::main());
 }
