@@ -220,10 +220,14 @@ impl Lru {
             "Please configure the cache \
              capacity to be at least 256 bytes"
         );
-        // mreg patch: at most one shard per 64 KiB of cache. Upstream always made
-        // 256, so a 1 MiB cache gave each shard 4 KiB, less than one full node,
-        // and the shards' queues alone took ~105 KB of idle RSS.
-        let n_shards = usize::try_from(cache_capacity / (64 * 1024))
+        // mreg patch: at most one shard per MiB of cache. Upstream always made 256,
+        // so a 1 MiB cache gave each shard 4 KiB, less than one full node, and the
+        // shards' queues alone took ~105 KB of idle RSS. A shard holds what fits in
+        // its part of the capacity (a page counts as its size rounded up to a power
+        // of two, up to 128 KiB for a full leaf), so with smaller shards the hot
+        // pages of a busy server (the audit log's last leaf and its index, each
+        // tree's root) evicted each other whenever they fell in the same shard.
+        let n_shards = usize::try_from(cache_capacity / (1024 * 1024))
             .unwrap_or(N_SHARDS)
             .clamp(1, N_SHARDS);
         let shard_capacity = cache_capacity / n_shards as u64;
