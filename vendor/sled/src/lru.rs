@@ -116,7 +116,13 @@ impl AccessQueue {
 
     fn take<'a>(&self, guard: &'a Guard) -> CacheAccessIter<'a> {
         debug_delay();
-        let ptr = self.full_list.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        // mreg patch: a load first, as `take` now runs on every access and the list
+        // is nearly always empty: a swap writes the shared line each time.
+        let ptr = if self.full_list.load(Ordering::Acquire).is_null() {
+            std::ptr::null_mut()
+        } else {
+            self.full_list.swap(std::ptr::null_mut(), Ordering::AcqRel)
+        };
 
         CacheAccessIter { guard, current_offset: 0, current_block: ptr }
     }
