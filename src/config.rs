@@ -24,6 +24,9 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// A problem's text is cut here (it may quote the value it refuses).
+const MAX_PROBLEM_BYTES: usize = 300;
+
 /// Every problem found, in variable order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
@@ -132,6 +135,7 @@ pub fn parse_env_file(text: &str) -> Result<BTreeMap<String, String>, String> {
         };
         let k = k.trim();
         if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            let k: String = k.chars().take(64).collect();
             return Err(format!("line {}: {k:?} is not a variable name", i + 1));
         }
         let v = v.trim();
@@ -621,10 +625,17 @@ impl Reader<'_> {
     }
 
     fn err(&mut self, var: &'static str, problem: impl Into<String>) {
-        self.errors.push(ConfigError {
-            var,
-            problem: problem.into(),
-        });
+        let mut problem = problem.into();
+        // A problem may quote the value, and a value has no bound of its own here.
+        if problem.len() > MAX_PROBLEM_BYTES {
+            let mut cut = MAX_PROBLEM_BYTES;
+            while !problem.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            problem.truncate(cut);
+            problem.push('…');
+        }
+        self.errors.push(ConfigError { var, problem });
     }
 
     fn string(&mut self, var: &'static str, default: &str) -> String {
@@ -1274,6 +1285,73 @@ mod tests {
         assert_eq!(c.http.addr.to_string(), "127.0.0.1:8001");
         assert_eq!(c.local.roles, vec![Role::User]);
         assert!(!c.local.explicit);
+    }
+
+    /// Any value of any variable, however hostile: no panic, and each problem names a
+    /// documented variable, stays short, and never repeats a secret's value.
+    #[test]
+    fn hostile_values_get_short_named_errors() {
+        const SECRET: &str = "S3cr3t-value-never-echoed";
+        let long = "x".repeat(64 * 1024);
+        let values = [
+            "",
+            " ",
+            "-1",
+            "0",
+            "18446744073709551616",
+            "1e9",
+            "0x10",
+            "NaN",
+            "true",
+            "é",
+            "\0",
+            "a\nb",
+            "🙂",
+            &long,
+            "../../etc/passwd",
+            "http://",
+            ":::",
+            "*",
+            "[]",
+            "{}",
+            "1,2,3",
+            "=",
+            "\"q\"",
+            "user,admin,root",
+            SECRET,
+        ];
+        let documented: Vec<&str> = VARS.iter().map(|v| v.name).collect();
+        let mut refused = 0;
+        for var in VARS {
+            for value in values {
+                let Err(errors) = load(&[(var.name, value)]) else {
+                    continue;
+                };
+                refused += 1;
+                let shown = format!(
+                    "{}={:?}",
+                    var.name,
+                    value.chars().take(24).collect::<String>()
+                );
+                for e in &errors.0 {
+                    assert!(documented.contains(&e.var), "{shown}: {e}");
+                    assert!(!e.problem.is_empty(), "{shown}: {e:?}");
+                    assert!(
+                        e.problem.len() <= 400,
+                        "{shown}: a problem of {} bytes",
+                        e.problem.len()
+                    );
+                    if var.secret {
+                        assert!(!e.problem.contains(SECRET), "{shown}: {e}");
+                    }
+                }
+            }
+        }
+        // The table above does reach the checks.
+        assert!(refused > 50, "{refused} refusals");
+        // The env file's own parser: a bad line's key is quoted, and cut.
+        let e = parse_env_file(&format!("{} x=1\n", "k".repeat(64 * 1024))).unwrap_err();
+        assert!(e.starts_with("line 1: ") && e.len() <= 100, "{e}");
     }
 
     /// The three places a variable is listed agree: `VARS` (documentation and typo
