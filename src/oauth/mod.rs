@@ -126,16 +126,15 @@ pub fn admin_extension(
         if (method, path) != ("POST", "/v1/oauth/rotate-keys") {
             return None;
         }
+        let retire_old = match rotation_request(body) {
+            Ok(retire_old) => retire_old,
+            Err(e) => return Some((400, json!({ "error": e }))),
+        };
         let Some(proxy) = proxy.get() else {
             return Some((
                 409,
                 json!({ "error": "the OAuth proxy is not enabled on this server" }),
             ));
-        };
-        let retire_old = match serde_json::from_slice::<Value>(body) {
-            Ok(v) => v["retire_old"].as_bool().unwrap_or(false),
-            Err(_) if body.is_empty() => false,
-            Err(e) => return Some((400, json!({ "error": format!("invalid JSON body: {e}") }))),
         };
         let answer = match proxy.rotate_keys(now_ms() / 1000, retire_old) {
             Ok(summary) => {
@@ -156,6 +155,31 @@ pub fn admin_extension(
         };
         Some(answer)
     })
+}
+
+/// `retire_old` of a rotation request (an empty body or no field: `false`). Anything
+/// but a boolean is refused: a typo must not rotate without retiring in silence.
+fn rotation_request(body: &[u8]) -> Result<bool, String> {
+    if body.is_empty() {
+        return Ok(false);
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    // What was sent is quoted, cut: the admin socket takes bodies up to 64 MiB.
+    let quoted = |v: &Value| v.to_string().chars().take(64).collect::<String>();
+    if !v.is_object() {
+        let got = quoted(&v);
+        return Err(format!(
+            r#"expected an object like {{"retire_old": true}}, got {got}"#
+        ));
+    }
+    match v.get("retire_old") {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(format!(
+            "retire_old must be true or false, got {}",
+            quoted(other)
+        )),
+    }
 }
 
 fn now_ms() -> u64 {
@@ -426,4 +450,45 @@ impl Drop for Housekeeper {
 
 fn cors(r: Response) -> Response {
     r.header("Access-Control-Allow-Origin", "*")
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::*;
+
+    #[test]
+    fn a_rotation_request_says_what_is_wrong() {
+        let off = admin_extension(Arc::new(std::sync::OnceLock::new()));
+        let call = |body: &str| off("POST", "/v1/oauth/rotate-keys", "", body.as_bytes());
+        for body in [
+            "",
+            "{}",
+            r#"{"retire_old":true}"#,
+            r#"{"retire_old":false}"#,
+        ] {
+            assert_eq!(call(body).unwrap().0, 409, "{body}");
+        }
+        let (status, answer) = call(r#"{"retire_old":"yes"}"#).unwrap();
+        assert_eq!(status, 400);
+        assert_eq!(
+            answer["error"],
+            r#"retire_old must be true or false, got "yes""#
+        );
+        let (status, answer) = call("[true]").unwrap();
+        assert_eq!(status, 400);
+        assert!(answer["error"].as_str().unwrap().contains("got [true]"));
+        let (status, answer) = call("{retire").unwrap();
+        assert_eq!(status, 400);
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid JSON body: ")
+        );
+        let long = format!(r#"{{"retire_old":"{}"}}"#, "x".repeat(10_000));
+        let (status, answer) = call(&long).unwrap();
+        assert_eq!(status, 400);
+        assert!(answer["error"].as_str().unwrap().len() < 120, "{answer}");
+        assert!(off("GET", "/v1/oauth/rotate-keys", "", b"").is_none());
+    }
 }
