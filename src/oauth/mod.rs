@@ -136,7 +136,7 @@ pub fn admin_extension(
                 json!({ "error": "the OAuth proxy is not enabled on this server" }),
             ));
         };
-        let answer = match proxy.rotate_keys(now_ms() / 1000, retire_old) {
+        let answer = match proxy.rotate_keys(crate::auth::setup::now_secs(), retire_old) {
             Ok(summary) => {
                 log::info!(
                     "oauth: keys rotated from the admin socket{}",
