@@ -933,7 +933,10 @@ pub(in crate::pagecache) fn make_stable_inner(
             // nothing to write, don't bother sealing
             // current IO buffer.
         } else {
-            maybe_seal_and_write_iobuf(iobufs, &iobuf, header, false)?;
+            // mreg patch: this thread is about to wait for the write, so it does the
+            // write itself instead of waking an I/O thread and sleeping until that
+            // thread wakes it again.
+            seal_and_write(iobufs, &iobuf, header, false, Writer::Caller)?;
             stable = iobufs.stable();
             // NB we have to continue here to possibly clear
             // the next io buffer, which may have dirty
@@ -1022,6 +1025,25 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     iobuf: &Arc<IoBuf>,
     header: Header,
     from_reserve: bool,
+) -> Result<()> {
+    seal_and_write(iobufs, iobuf, header, from_reserve, Writer::Pool)
+}
+
+/// mreg patch: who writes a sealed buffer that has no writers left.
+#[derive(Clone, Copy, PartialEq)]
+enum Writer {
+    /// One of the I/O threads (upstream's only way).
+    Pool,
+    /// The sealing thread itself, which waits for the write anyway (`make_stable`).
+    Caller,
+}
+
+fn seal_and_write(
+    iobufs: &Arc<IoBufs>,
+    iobuf: &Arc<IoBuf>,
+    header: Header,
+    from_reserve: bool,
+    writer: Writer,
 ) -> Result<()> {
     if header::is_sealed(header) {
         // this buffer is already sealed. nothing to do here.
@@ -1184,28 +1206,35 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
             "asynchronously writing iobuf with lsn {} to log from maybe_seal",
             lsn
         );
-        let iobufs = iobufs.clone();
-        let iobuf = iobuf.clone();
-        let _result = threadpool::spawn(move || {
-            if let Err(e) = iobufs.write_to_log(&iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
+        let write = {
+            let iobufs = iobufs.clone();
+            let iobuf = iobuf.clone();
+            move || {
+                if let Err(e) = iobufs.write_to_log(&iobuf) {
+                    error!(
+                        "hit error while writing iobuf with lsn {}: {:?}",
+                        lsn, e
+                    );
 
-                // store error before notifying so that waiting threads will see
-                // it
-                iobufs.config.set_global_error(e);
+                    // store error before notifying so that waiting threads will see
+                    // it
+                    iobufs.config.set_global_error(e);
 
-                let intervals = iobufs.intervals.lock();
+                    let intervals = iobufs.intervals.lock();
 
-                // having held the mutex makes this linearized
-                // with the notify below.
-                drop(intervals);
+                    // having held the mutex makes this linearized
+                    // with the notify below.
+                    drop(intervals);
 
-                let _notified = iobufs.interval_updated.notify_all();
+                    let _notified = iobufs.interval_updated.notify_all();
+                }
             }
-        })?;
+        };
+        if writer == Writer::Caller {
+            write();
+            return Ok(());
+        }
+        let _result = threadpool::spawn(write)?;
 
         #[cfg(feature = "event_log")]
         _result.wait();
