@@ -423,3 +423,212 @@ fn refusal_codes_and_messages_carry_no_token_text() {
         "missing claim tid"
     );
 }
+
+/// Claims built from the valid set by random changes (a claim dropped, or given a value
+/// from a pool of near misses: other tenants, issuers and audiences, Graph, times around
+/// the leeway, wrong types, huge strings), signed with the right key and checked against
+/// configurations that differ in tenant mode, v1 issuers and required scopes. Whatever is
+/// accepted must meet every rule, checked here without the validator's own helpers; both
+/// outcomes must occur often, so the rules are really exercised. A failure prints the seed.
+#[test]
+fn any_claims_accepted_meet_every_rule() {
+    const CASES: usize = 600;
+    const LEEWAY: u64 = 60;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        ^ u64::from(std::process::id());
+    let mut state = seed | 1;
+    let mut next = move |n: usize| {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+
+    let v2 = |tid: &str| format!("{AUTHORITY}/{tid}/v2.0");
+    let v1 = |tid: &str| format!("https://sts.windows.net/{tid}/");
+    let strings: Vec<String> = vec![
+        TENANT.into(),
+        TENANT.to_uppercase(),
+        OTHER_TENANT.into(),
+        String::new(),
+        " ".into(),
+        "x".repeat(300),
+        v2(TENANT),
+        v2(&TENANT.to_uppercase()),
+        v2(OTHER_TENANT),
+        format!("{}/", v2(TENANT)),
+        v1(TENANT),
+        v1(OTHER_TENANT),
+        CLIENT.into(),
+        format!("api://{CLIENT}"),
+        CLIENT.to_uppercase(),
+        "00000003-0000-0000-c000-000000000000".into(),
+        "https://graph.microsoft.com/".into(),
+        "admin".into(),
+        "user".into(),
+        "Admin".into(),
+        "access_as_user".into(),
+        "access_as_user other".into(),
+        "app".into(),
+        "subject-2".into(),
+        "\u{0}\n\u{202e}".into(),
+    ];
+    let numbers = [
+        json!(NOW),
+        json!(NOW - LEEWAY - 1),
+        json!(NOW - LEEWAY + 1),
+        json!(NOW + LEEWAY - 1),
+        json!(NOW + LEEWAY + 1),
+        json!(NOW + 3600),
+        json!(0),
+        json!(-1),
+        json!(1.5e300),
+        json!(u64::MAX),
+        json!((NOW + 10) as f64 + 0.5),
+    ];
+    let names = [
+        "tid", "iss", "aud", "exp", "nbf", "iat", "oid", "sub", "roles", "scp", "idtyp", "name",
+    ];
+    let value = |next: &mut dyn FnMut(usize) -> usize| -> Value {
+        match next(10) {
+            0..=2 => json!(strings[next(strings.len())]),
+            3 => json!(""),
+            4..=6 => numbers[next(numbers.len())].clone(),
+            7 => json!([strings[next(strings.len())], strings[next(strings.len())]]),
+            8 => [json!(null), json!(true), json!({}), json!([1])][next(4)].clone(),
+            _ => json!([]),
+        }
+    };
+
+    let key = crate::auth::testkit::encoding_key(1);
+    let keys = keys();
+    let (mut accepted, mut refused) = (0, 0);
+    for case in 0..CASES {
+        let mut claims = claims();
+        let m = claims.as_object_mut().unwrap();
+        for _ in 0..1 + next(3) {
+            match next(names.len() + 2) {
+                // Another tenant with a matching issuer, as its own tokens have.
+                i if i == names.len() => {
+                    let tid = [OTHER_TENANT.to_string(), TENANT.to_uppercase()][next(2)].clone();
+                    let iss = if next(2) == 0 { v2(&tid) } else { v1(&tid) };
+                    m.insert("tid".into(), json!(tid));
+                    m.insert("iss".into(), json!(iss));
+                }
+                // Our audience beside another.
+                i if i == names.len() + 1 => {
+                    let other = strings[next(strings.len())].clone();
+                    m.insert("aud".into(), json!([other, CLIENT]));
+                }
+                i if next(3) == 0 => {
+                    m.remove(names[i]);
+                }
+                i => {
+                    m.insert(names[i].into(), value(&mut next));
+                }
+            }
+        }
+        let mut cfg = cfg();
+        let multi = next(2) == 0;
+        if multi {
+            cfg.tenant = TenantMode::Multi {
+                allowed: vec![OTHER_TENANT.into(), TENANT.to_uppercase()],
+            };
+        }
+        cfg.accept_v1 = next(2) == 0;
+        if next(3) == 0 {
+            cfg.required_scopes = vec!["access_as_user".into()];
+        }
+        let msg = format!("{}.{}", b64(&header("k1")), b64(&claims));
+        let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &key, Algorithm::RS256).unwrap();
+        let result = validate(&format!("{msg}.{sig}"), &keys, &cfg, NOW);
+        let context = format!("seed {seed}, case {case}: {claims} with {cfg:?} gave {result:?}");
+        let Ok(p) = result else {
+            refused += 1;
+            continue;
+        };
+        accepted += 1;
+        let c = claims.as_object().unwrap();
+        let text = |name: &str| c.get(name).and_then(Value::as_str);
+
+        let tid = text("tid").expect(&context);
+        let admitted =
+            tid.eq_ignore_ascii_case(TENANT) || (multi && tid.eq_ignore_ascii_case(OTHER_TENANT));
+        assert!(admitted, "tenant: {context}");
+        assert_eq!(p.tenant, tid.to_ascii_lowercase(), "{context}");
+        let iss = text("iss").expect(&context);
+        let lower = tid.to_ascii_lowercase();
+        assert!(
+            iss == v2(&lower) || (cfg.accept_v1 && iss == v1(&lower)),
+            "issuer: {context}"
+        );
+
+        let auds: Vec<&str> = match &c["aud"] {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(list) => list.iter().map(|v| v.as_str().expect(&context)).collect(),
+            _ => panic!("audience type: {context}"),
+        };
+        assert!(
+            auds.iter()
+                .any(|a| *a == CLIENT || *a == format!("api://{CLIENT}")),
+            "audience: {context}"
+        );
+        assert!(
+            !auds
+                .iter()
+                .any(|a| a.contains("graph") || a.starts_with("00000003-")),
+            "Graph audience: {context}"
+        );
+
+        let time = |name: &str| c.get(name).map(|v| v.as_f64().expect(&context));
+        let exp = time("exp").expect(&context);
+        assert!(
+            exp >= 0.0 && (NOW as f64) < exp + LEEWAY as f64,
+            "exp: {context}"
+        );
+        for name in ["nbf", "iat"] {
+            if let Some(t) = time(name) {
+                assert!(t >= 0.0 && t <= (NOW + LEEWAY) as f64, "{name}: {context}");
+            }
+        }
+
+        let oid = text("oid").filter(|s| !s.is_empty());
+        let user = oid.or(text("sub").filter(|s| !s.is_empty()));
+        assert_eq!(Some(p.user.as_str()), user, "user: {context}");
+        assert!(p.user.len() <= 256, "{context}");
+
+        let claimed: Vec<&str> = match c.get("roles") {
+            None => Vec::new(),
+            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+            Some(_) => panic!("roles type: {context}"),
+        };
+        for role in &p.roles {
+            let name = match role {
+                Role::Admin => "admin",
+                Role::User => "user",
+            };
+            assert!(claimed.contains(&name), "role {role:?}: {context}");
+        }
+        if !cfg.required_scopes.is_empty() {
+            match c.get("scp") {
+                Some(Value::String(scp)) if text("idtyp") != Some("app") => assert!(
+                    scp.split_ascii_whitespace().any(|s| s == "access_as_user"),
+                    "scope: {context}"
+                ),
+                Some(Value::String(_)) | None => {
+                    assert!(!p.roles.is_empty(), "app-only roles: {context}")
+                }
+                Some(_) => panic!("scp type: {context}"),
+            }
+        }
+    }
+    eprintln!("seed {seed}: {accepted} accepted, {refused} refused");
+    assert!(
+        accepted > CASES / 10 && refused > CASES / 10,
+        "seed {seed}: {accepted} accepted, {refused} refused"
+    );
+}
