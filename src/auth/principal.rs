@@ -85,6 +85,11 @@ impl Principal {
         format!("{}/{}", self.tenant, self.user)
     }
 
+    /// Whether `other` is the same caller (tenant and user), without building keys.
+    pub fn same_caller(&self, other: &Principal) -> bool {
+        self.tenant == other.tenant && self.user == other.user
+    }
+
     pub fn roles_text(&self) -> String {
         self.roles
             .iter()

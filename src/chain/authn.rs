@@ -9,6 +9,7 @@ use serde_json::json;
 
 use mreg_wire::jsonrpc::{ErrorCode, ErrorObject};
 
+use crate::auth::principal::Principal;
 use crate::chain::{Call, Decision, Middleware, Next, Outcome};
 
 /// Principals ("tenant/user") refused on their next request; persisted in sled.
@@ -35,8 +36,10 @@ impl Blocklist {
         }
     }
 
-    pub fn contains(&self, key: &str) -> bool {
-        self.keys.read().contains(key)
+    /// Whether `p` is blocked; builds its key only when anyone is.
+    pub fn blocks(&self, p: &Principal) -> bool {
+        let keys = self.keys.read();
+        !keys.is_empty() && keys.contains(&p.key())
     }
 
     pub fn set(&self, key: &str, blocked: bool) -> Result<(), sled::Error> {
@@ -78,7 +81,7 @@ impl Middleware for Authentication {
                         .with_data(json!({ "reason": failure.reason })),
                 )
             }
-            Ok(p) if self.blocklist.contains(&p.key()) => {
+            Ok(p) if self.blocklist.blocks(p) => {
                 call.decide(Decision::Denied, "principal_blocked");
                 Err(ErrorObject::new(
                     ErrorCode::UNAUTHORIZED,
@@ -88,5 +91,34 @@ impl Middleware for Authentication {
             }
             Ok(_) => next.run(call),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::principal::Role;
+
+    #[test]
+    fn blocked_callers_are_refused_until_unblocked_and_the_list_is_kept() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("blocked").unwrap();
+        let list = Blocklist::open(Some(tree.clone()));
+        let ada = Principal::local("t1", "ada", &[Role::User]);
+        let bob = Principal::local("t1", "bob", &[Role::Admin]);
+        let ada_elsewhere = Principal::local("t2", "ada", &[Role::User]);
+        assert!(!list.blocks(&ada), "nobody is blocked at first");
+
+        list.set(&ada.key(), true).unwrap();
+        assert!(list.blocks(&ada));
+        assert!(!list.blocks(&bob) && !list.blocks(&ada_elsewhere));
+        assert!(
+            Blocklist::open(Some(tree.clone())).blocks(&ada),
+            "kept in the store"
+        );
+
+        list.set(&ada.key(), false).unwrap();
+        assert!(!list.blocks(&ada));
+        assert!(!Blocklist::open(Some(tree)).blocks(&ada));
     }
 }

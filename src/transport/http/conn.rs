@@ -107,6 +107,23 @@ impl Request {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// For unit tests: `POST /mcp` from 127.0.0.1 with these headers (names lowercased,
+    /// as the parser gives them) and no body.
+    #[cfg(test)]
+    pub(crate) fn post_for_test(headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "POST".into(),
+            path: "/mcp".into(),
+            query: None,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+                .collect(),
+            body: Vec::new(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+        }
+    }
 }
 
 /// Answers requests; called on a worker thread.

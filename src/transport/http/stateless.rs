@@ -197,17 +197,7 @@ mod tests {
     use super::*;
 
     fn request(headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "POST".into(),
-            path: "/mcp".into(),
-            query: None,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-                .collect(),
-            body: Vec::new(),
-            peer: "127.0.0.1:1".parse().unwrap(),
-        }
+        Request::post_for_test(headers)
     }
 
     #[test]

@@ -56,27 +56,15 @@ fn json_error(status: u16, code: ErrorCode, message: &str) -> Response {
 }
 
 fn is_loopback_host(host: &str) -> bool {
-    let name = if host.starts_with('[') {
-        host.split(']')
-            .next()
-            .map(|h| format!("{h}]"))
-            .unwrap_or_default()
-    } else {
-        host.rsplit_once(':')
-            .map(|(h, p)| {
-                if p.chars().all(|c| c.is_ascii_digit()) {
-                    h
-                } else {
-                    host
-                }
-            })
-            .unwrap_or(host)
-            .to_string()
+    if host.starts_with('[') {
+        // An IPv6 literal: what comes before its `]`, port or not.
+        return host.split(']').next() == Some("[::1");
+    }
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
     };
-    matches!(
-        name.to_ascii_lowercase().as_str(),
-        "localhost" | "127.0.0.1" | "[::1]"
-    )
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1"
 }
 
 fn host_of_origin(origin: &str) -> Option<&str> {
@@ -89,14 +77,8 @@ fn host_of_origin(origin: &str) -> Option<&str> {
 fn accepts(req: &Request, mime: &str) -> bool {
     req.header("accept").is_some_and(|a| {
         a.split(',')
-            .map(|p| {
-                p.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .any(|m| m == mime || m == "*/*")
+            .map(|p| p.split(';').next().unwrap_or("").trim())
+            .any(|m| m.eq_ignore_ascii_case(mime) || m == "*/*")
     })
 }
 
@@ -176,7 +158,7 @@ impl McpHttp {
             // A session is bound to the identity that opened it; others do not learn it exists.
             Some(s)
                 if s.transport == Transport::Http
-                    && s.principal.key() == caller.key()
+                    && s.principal.same_caller(caller)
                     && s.phase() != Phase::Closed =>
             {
                 s.set_peer(Some(req.peer.ip().to_string()));
@@ -603,5 +585,50 @@ impl Outbound for SseNotifier {
         }
         let id = self.events.fetch_add(1, Ordering::Relaxed);
         self.write_raw(&sse_event(Some(id), message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_with_and_without_ports() {
+        for host in [
+            "localhost",
+            "LocalHost:8080",
+            "localhost:",
+            "127.0.0.1",
+            "127.0.0.1:18500",
+            "[::1]",
+            "[::1]:18500",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "example.test",
+            "localhost.example.test",
+            "127.0.0.2",
+            "127.0.0.1:80x",
+            "[::2]:80",
+            "[::1.evil]",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn accept_lists_match_media_types_in_any_case() {
+        let request = Request::post_for_test;
+        let with = |accept: &str| request(&[("accept", accept)]);
+        let both = with("Application/JSON; q=0.9, text/event-stream");
+        assert!(accepts(&both, "application/json") && accepts(&both, "text/event-stream"));
+        assert!(accepts(&with("*/*"), "text/event-stream"));
+        assert!(!accepts(
+            &with("application/jsonx, text/html"),
+            "application/json"
+        ));
+        assert!(!accepts(&request(&[]), "application/json"));
     }
 }
