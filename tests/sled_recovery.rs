@@ -288,3 +288,50 @@ fn segments_reused_across_two_runs_without_a_snapshot_recover() {
         assert_eq!(&*value, &churned(39, key)[..], "key {key} is stale");
     }
 }
+
+/// In a child process: batches of one write (an insert of key 100, a remove of key 0)
+/// and one of two writes (keys 101 and 102), applied to a database holding 0..100,
+/// flushed, then exit without closing.
+#[test]
+fn child_applies_small_batches_and_exits_without_closing() {
+    let Some(dir) = child_dir() else {
+        return;
+    };
+    let db = open(&dir);
+    let one = |key: u32, value: Option<&str>| {
+        let mut batch = sled::Batch::default();
+        match value {
+            Some(v) => batch.insert(&key.to_be_bytes(), v.as_bytes()),
+            None => batch.remove(&key.to_be_bytes()),
+        }
+        db.apply_batch(batch).unwrap();
+    };
+    one(100, Some("record 100"));
+    one(0, None);
+    let mut two = sled::Batch::default();
+    two.insert(&101u32.to_be_bytes(), "record 101".as_bytes());
+    two.insert(&102u32.to_be_bytes(), "record 102".as_bytes());
+    db.apply_batch(two).unwrap();
+    db.flush().unwrap();
+    std::process::exit(0);
+}
+
+/// A batch of one write is applied as that write (PATCHES.md item 14), and survives a
+/// stop like any other flushed write; a batch of several still works as a batch.
+#[test]
+fn batches_of_one_write_survive_a_stop() {
+    let dir = scratch("one-write");
+    written(&dir.0, 100);
+    in_child(
+        "child_applies_small_batches_and_exits_without_closing",
+        &dir.0,
+        &[],
+    );
+    let db = open(&dir.0);
+    assert_eq!(db.get(0u32.to_be_bytes()).unwrap(), None);
+    for i in 1..103u32 {
+        let v = db.get(i.to_be_bytes()).unwrap();
+        assert_eq!(v.as_deref(), Some(format!("record {i}").as_bytes()), "{i}");
+    }
+    assert_eq!(db.len(), 102);
+}

@@ -606,26 +606,15 @@ impl Writer {
             return Err("write failed: injected failure".into());
         }
         let started = Instant::now();
-        let mut values: Vec<([u8; 8], Vec<u8>)> = blocks(records)
-            .map(|block| {
-                let value = block_value(block.iter().map(|s| s.bytes.as_slice()));
-                (audit_key(block[0].record.seq), value)
-            })
-            .collect();
-        // One block is one insert, atomic by itself. A batch costs sled a log buffer of
-        // its own for the batch's marker, written by an I/O thread it wakes: with a
-        // durable group of a few records, a second disk write per group.
-        let applied = if values.len() == 1 {
-            let (key, value) = values.pop().expect("one block");
-            self.shared.tree.insert(key, value).map(drop)
-        } else {
-            let mut batch = sled::Batch::default();
-            for (key, value) in values {
-                batch.insert(&key, value);
-            }
-            self.shared.tree.apply_batch(batch)
-        };
-        applied.map_err(|e| format!("write failed: {e}"))?;
+        let mut batch = sled::Batch::default();
+        for block in blocks(records) {
+            let value = block_value(block.iter().map(|s| s.bytes.as_slice()));
+            batch.insert(&audit_key(block[0].record.seq), value);
+        }
+        self.shared
+            .tree
+            .apply_batch(batch)
+            .map_err(|e| format!("write failed: {e}"))?;
         let flushed = if self.shared.fail.flushes_fail() {
             Err("injected failure".to_string())
         } else {

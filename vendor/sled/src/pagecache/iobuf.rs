@@ -1029,6 +1029,26 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     seal_and_write(iobufs, iobuf, header, from_reserve, Writer::Pool)
 }
 
+/// Writes a sealed buffer; on failure latches the error and wakes every thread
+/// waiting for the log to become stable, so that they see it.
+fn write_or_latch(iobufs: &IoBufs, iobuf: &IoBuf, lsn: Lsn) {
+    if let Err(e) = iobufs.write_to_log(iobuf) {
+        error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
+
+        // store error before notifying so that waiting threads will see
+        // it
+        iobufs.config.set_global_error(e);
+
+        let intervals = iobufs.intervals.lock();
+
+        // having held the mutex makes this linearized
+        // with the notify below.
+        drop(intervals);
+
+        let _notified = iobufs.interval_updated.notify_all();
+    }
+}
+
 /// mreg patch: who writes a sealed buffer that has no writers left.
 #[derive(Clone, Copy, PartialEq)]
 enum Writer {
@@ -1202,39 +1222,15 @@ fn seal_and_write(
     // if writers is 0, it's our responsibility to write the buffer.
     if header::n_writers(sealed) == 0 {
         iobufs.config.global_error()?;
-        trace!(
-            "asynchronously writing iobuf with lsn {} to log from maybe_seal",
-            lsn
-        );
-        let write = {
-            let iobufs = iobufs.clone();
-            let iobuf = iobuf.clone();
-            move || {
-                if let Err(e) = iobufs.write_to_log(&iobuf) {
-                    error!(
-                        "hit error while writing iobuf with lsn {}: {:?}",
-                        lsn, e
-                    );
-
-                    // store error before notifying so that waiting threads will see
-                    // it
-                    iobufs.config.set_global_error(e);
-
-                    let intervals = iobufs.intervals.lock();
-
-                    // having held the mutex makes this linearized
-                    // with the notify below.
-                    drop(intervals);
-
-                    let _notified = iobufs.interval_updated.notify_all();
-                }
-            }
-        };
+        trace!("writing iobuf with lsn {} to log from maybe_seal", lsn);
         if writer == Writer::Caller {
-            write();
+            write_or_latch(iobufs, iobuf, lsn);
             return Ok(());
         }
-        let _result = threadpool::spawn(write)?;
+        let iobufs = iobufs.clone();
+        let iobuf = iobuf.clone();
+        let _result =
+            threadpool::spawn(move || write_or_latch(&iobufs, &iobuf, lsn))?;
 
         #[cfg(feature = "event_log")]
         _result.wait();
