@@ -511,14 +511,8 @@ fn any_changed_byte_is_found_and_named() {
     let tree = db.open_tree(AUDIT_TREE).unwrap();
     let blocks: Vec<(sled::IVec, sled::IVec)> = tree.iter().map(Result::unwrap).collect();
     let seed = now_ms() ^ u64::from(std::process::id());
-    let mut state = seed | 1;
-    let mut next = move || {
-        // xorshift64
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = mreg_wire::fuzzing::Rng::new(seed);
+    let mut next = move || rng.next_u64();
     for _ in 0..300 {
         let (key, value) = &blocks[(next() % blocks.len() as u64) as usize];
         let at = (next() % value.len() as u64) as usize;

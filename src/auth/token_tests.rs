@@ -439,14 +439,8 @@ fn any_claims_accepted_meet_every_rule() {
         .unwrap()
         .as_nanos() as u64
         ^ u64::from(std::process::id());
-    let mut state = seed | 1;
-    let mut next = move |n: usize| {
-        // xorshift64
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n as u64) as usize
-    };
+    let mut rng = mreg_wire::fuzzing::Rng::new(seed);
+    let mut next = move |n: usize| rng.below(n);
 
     let v2 = |tid: &str| format!("{AUTHORITY}/{tid}/v2.0");
     let v1 = |tid: &str| format!("https://sts.windows.net/{tid}/");

@@ -369,3 +369,33 @@ pub fn replay_dir(dir: &std::path::Path, check: fn(&[u8])) -> usize {
     }
     n
 }
+
+/// A small deterministic generator (xorshift64) for randomized tests and corpus
+/// mutation: enough for property checks without a dependency, and a failure reproduces
+/// from the seed it started with.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Starts from `seed`; zero, which xorshift never leaves, starts from one instead.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// One of `items` (not empty).
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+}

@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::fuzzing::Rng;
 
 fn p(s: &str) -> Expr {
     parse(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
@@ -210,27 +211,6 @@ fn round_trips_hold() {
     }
 }
 
-/// A small deterministic generator (xorshift), enough for property checks without a
-/// dependency; the fuzz target runs the same invariants on arbitrary bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
-
 fn gen_filter(r: &mut Rng, depth: usize) -> String {
     let lits = ["1", "-2.50", "'x''y'", "\"q\"", "true", "NULL", "0", "'é'"];
     match if depth == 0 { 0 } else { r.below(6) } {
@@ -260,7 +240,7 @@ fn gen_filter(r: &mut Rng, depth: usize) -> String {
 
 #[test]
 fn generated_filters_round_trip() {
-    let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut r = Rng::new(0x9E37_79B9_7F4A_7C15);
     for _ in 0..2000 {
         let s = gen_filter(&mut r, 5);
         match parse(&s) {
@@ -273,7 +253,7 @@ fn generated_filters_round_trip() {
 #[test]
 fn random_bytes_never_panic_and_round_trip_when_accepted() {
     let alphabet = b"ab.=!<>()', \"-019NOTANDORINCONTAINStruefalsenull;`#/*\t";
-    let mut r = Rng(42);
+    let mut r = Rng::new(42);
     for _ in 0..20_000 {
         let len = r.below(40);
         let s: String = (0..len)
