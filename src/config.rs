@@ -135,7 +135,7 @@ pub fn parse_env_file(text: &str) -> Result<BTreeMap<String, String>, String> {
         };
         let k = k.trim();
         if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            let k: String = k.chars().take(64).collect();
+            let k = mreg_wire::clip(k, 64);
             return Err(format!("line {}: {k:?} is not a variable name", i + 1));
         }
         let v = v.trim();
@@ -627,12 +627,9 @@ impl Reader<'_> {
     fn err(&mut self, var: &'static str, problem: impl Into<String>) {
         let mut problem = problem.into();
         // A problem may quote the value, and a value has no bound of its own here.
-        if problem.len() > MAX_PROBLEM_BYTES {
-            let mut cut = MAX_PROBLEM_BYTES;
-            while !problem.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            problem.truncate(cut);
+        let kept = mreg_wire::clip(&problem, MAX_PROBLEM_BYTES).len();
+        if kept < problem.len() {
+            problem.truncate(kept);
             problem.push('…');
         }
         self.errors.push(ConfigError { var, problem });

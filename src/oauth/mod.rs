@@ -165,7 +165,7 @@ fn rotation_request(body: &[u8]) -> Result<bool, String> {
     }
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
     // What was sent is quoted, cut: the admin socket takes bodies up to 64 MiB.
-    let quoted = |v: &Value| v.to_string().chars().take(64).collect::<String>();
+    let quoted = |v: &Value| mreg_wire::clip(&v.to_string(), 64).to_string();
     if !v.is_object() {
         let got = quoted(&v);
         return Err(format!(

@@ -103,7 +103,7 @@ impl ErrorObject {
     pub fn method_not_found(method: &str) -> Self {
         Self::new(
             ErrorCode::METHOD_NOT_FOUND,
-            format!("method not found: {}", clip(method, 64)),
+            format!("method not found: {}", crate::clip(method, 64)),
         )
     }
 
@@ -360,17 +360,6 @@ fn json_error_summary(e: &serde_json::Error) -> String {
         serde_json::error::Category::Io => "read error",
     };
     format!("{kind} at line {} column {}", e.line(), e.column())
-}
-
-fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 // ---------------------------------------------------------------------------------------

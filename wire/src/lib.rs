@@ -11,6 +11,19 @@ pub mod jsonrpc;
 pub mod jwt;
 pub mod query;
 
+/// At most `max` bytes of `s`, cut at a character boundary: for quoting untrusted text
+/// in messages.
+pub fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// A table of the bytes that are ASCII letters, digits or one of `extra`: the token
 /// classes of the HTTP and bearer parsers, looked up instead of tested byte by byte.
 pub(crate) const fn alnum_and(extra: &[u8]) -> [bool; 256] {
@@ -26,4 +39,17 @@ pub(crate) const fn alnum_and(extra: &[u8]) -> [bool; 256] {
         i += 1;
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clip_cuts_at_a_character_boundary() {
+        assert_eq!(super::clip("abc", 3), "abc");
+        assert_eq!(super::clip("abcd", 3), "abc");
+        // "é" is two bytes: a cut inside it keeps the character out.
+        assert_eq!(super::clip("aé", 2), "a");
+        assert_eq!(super::clip("🙂🙂", 5), "🙂");
+        assert_eq!(super::clip("", 0), "");
+    }
 }
