@@ -2,6 +2,8 @@
 //! every kind of tampering `verify` must name, retention, injected disk failures, the
 //! change feed, export, and durability across `kill -9` of a child process.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -51,17 +53,7 @@ fn temp_dir(name: &str) -> Scratch {
 /// Opens the database, waiting briefly for the lock: a `sled::Db` dropped a moment ago
 /// may still be held by sled's background flusher thread.
 fn open_db(dir: &Path) -> sled::Db {
-    let mut tries = 0;
-    loop {
-        match sled::Config::new().path(dir.join("db")).open() {
-            Ok(db) => return db,
-            Err(e) if tries < 100 && e.to_string().contains("could not acquire lock") => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("opening {}: {e}", dir.display()),
-        }
-    }
+    common::open_sled(&dir.join("db"), None)
 }
 
 fn draft(n: u64) -> AuditDraft {

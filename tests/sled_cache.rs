@@ -3,9 +3,10 @@
 //! audit verification does. Before the patch a shard counted accesses only 64 at a time,
 //! so a full pass left hundreds of pages cached, uncounted, until the next pass.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Anonymous resident memory of this process in KiB (the test binary holds this test
 /// alone, so no other test's allocations move it).
@@ -13,21 +14,6 @@ fn rss_anon_kib() -> u64 {
     let status = fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn open(dir: &Path, cache_bytes: u64) -> sled::Db {
-    for _ in 0..100 {
-        match sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .open()
-        {
-            Ok(db) => return db,
-            // the flusher of a handle dropped a moment ago may still hold the lock
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-    panic!("cannot open {}", dir.display());
 }
 
 #[test]
@@ -38,7 +24,7 @@ fn reading_a_whole_tree_keeps_the_cache_near_its_capacity() {
     // 48 MiB in 6 KiB values under ascending keys, as the audit log stores its blocks.
     const VALUES: u64 = 8192;
     {
-        let db = open(&dir, 1 << 20);
+        let db = common::open_sled(&dir, Some(1 << 20));
         let tree = db.open_tree("log").unwrap();
         for i in 0..VALUES {
             tree.insert(i.to_be_bytes(), vec![(i % 251) as u8; 6 * 1024])
@@ -47,7 +33,7 @@ fn reading_a_whole_tree_keeps_the_cache_near_its_capacity() {
         db.flush().unwrap();
     }
     // Reopened, nothing of the tree is cached.
-    let db = open(&dir, 1 << 20);
+    let db = common::open_sled(&dir, Some(1 << 20));
     let tree = db.open_tree("log").unwrap();
     let before = rss_anon_kib();
     let mut read = 0;

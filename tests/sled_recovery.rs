@@ -5,6 +5,8 @@
 //! advances is written after the open, not during it; a process that stops before
 //! writing it loses nothing, and a snapshot left half-written is ignored.
 
+mod common;
+
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -32,19 +34,8 @@ fn scratch(name: &str) -> Scratch {
     Scratch(dir)
 }
 
-/// Opens the database, waiting briefly for the lock: a `sled::Db` dropped a moment ago
-/// may still be held by sled's background flusher thread.
 fn open(dir: &Path) -> sled::Db {
-    for _ in 0..100 {
-        match sled::Config::new().path(dir).open() {
-            Ok(db) => return db,
-            Err(e) if e.to_string().contains("could not acquire lock") => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("opening {}: {e}", dir.display()),
-        }
-    }
-    panic!("{} stayed locked", dir.display());
+    common::open_sled(dir, None)
 }
 
 /// A database with `n` records, flushed and closed.

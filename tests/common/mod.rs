@@ -389,3 +389,23 @@ pub fn mcp_session(addr: std::net::SocketAddr) -> String {
     assert_eq!(n.status, 202);
     sid
 }
+
+/// Opens the sled database at `path`, with `cache_bytes` of page cache (sled's default
+/// without), waiting up to 2 s for its lock: a database dropped a moment ago may still
+/// be held by sled's flusher thread. Any other error fails the test at once.
+pub fn open_sled(path: &Path, cache_bytes: Option<u64>) -> sled::Db {
+    let mut config = sled::Config::new().path(path);
+    if let Some(bytes) = cache_bytes {
+        config = config.cache_capacity(bytes);
+    }
+    for _ in 0..100 {
+        match config.open() {
+            Ok(db) => return db,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("opening {}: {e}", path.display()),
+        }
+    }
+    panic!("{} stayed locked", path.display());
+}
