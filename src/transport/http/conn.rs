@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use mreg_wire::http::{Head, HeadError, HeadLimits, Version, parse_head};
 
-use body::{BodyError, is_timeout};
-use registry::{Admission, Conn, Registry, State};
+use body::{BodyError, Socket, is_timeout};
+use registry::{Admission, Conn, Registry, State, TimedSocket};
 pub(crate) use response::reason;
 pub use response::{ChunkedStream, DetachedStream, Responder, Response};
 use response::{Exchange, Outcome};
@@ -491,7 +491,7 @@ fn serve_one(ctx: &Ctx, conn: &mut Conn) -> Step {
     }
     let head_only = head.method == "HEAD";
     let body = match body::read_body(
-        &conn.stream,
+        &TimedSocket::new(&conn.stream, &conn.read_timeout),
         &mut conn.buf,
         &head,
         ctx.cfg.max_body_bytes,
@@ -598,14 +598,14 @@ fn read_head_into(ctx: &Ctx, conn: &mut Conn, tmp: &mut [u8]) -> HeadRead {
         if waiting_first {
             wait = wait.min(IDLE_SLICE);
         }
-        if conn
-            .stream
-            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+        let socket = TimedSocket::new(&conn.stream, &conn.read_timeout);
+        if socket
+            .timeout_reads(Some(wait.max(Duration::from_millis(1))))
             .is_err()
         {
             return HeadRead::Closed;
         }
-        match (&conn.stream).read(tmp) {
+        match socket.read_some(tmp) {
             Ok(0) => return HeadRead::Closed,
             Ok(n) => {
                 conn.buf.extend_from_slice(&tmp[..n]);

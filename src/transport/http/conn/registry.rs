@@ -5,6 +5,7 @@
 //! system calls made under it are non-blocking peeks at *queued* sockets (which no worker is
 //! using) to tell a client that has sent a request from one that has sent nothing.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::Stats;
+use super::body::Socket;
 
 /// Queued sockets peeked per scan for one that has sent something.
 const SCAN_LIMIT: usize = 64;
@@ -61,6 +63,44 @@ pub(super) struct Conn {
     pub fresh: bool,
     /// When it began waiting for its next request.
     pub idle_since: Instant,
+    /// The socket's read timeout as last set through a [`TimedSocket`], `None` when unknown.
+    pub read_timeout: Cell<Option<Duration>>,
+}
+
+/// A connection's socket that sets its read timeout only when it changes: setting one is
+/// a system call, and a keep-alive connection waits for each request with the same idle
+/// slice. Every read timeout of a served connection is set through one (made from its
+/// `stream` and `read_timeout`), so the one remembered is the socket's.
+pub(super) struct TimedSocket<'a> {
+    stream: &'a TcpStream,
+    timeout: &'a Cell<Option<Duration>>,
+}
+
+impl<'a> TimedSocket<'a> {
+    pub fn new(stream: &'a TcpStream, timeout: &'a Cell<Option<Duration>>) -> Self {
+        TimedSocket { stream, timeout }
+    }
+}
+
+impl Socket for TimedSocket<'_> {
+    fn timeout_reads(&self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.timeout.get() != timeout {
+            // Unknown until the call succeeds.
+            self.timeout.set(None);
+            self.stream.set_read_timeout(timeout)?;
+            self.timeout.set(timeout);
+        }
+        Ok(())
+    }
+    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read_some(buf)
+    }
+    fn write_bytes(&self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_bytes(bytes)
+    }
+    fn shutdown_writes(&self) -> io::Result<()> {
+        self.stream.shutdown_writes()
+    }
 }
 
 /// What the acceptor should do with a new connection.
@@ -222,6 +262,7 @@ impl Registry {
                 deadline,
                 fresh: true,
                 idle_since: now,
+                read_timeout: Cell::new(None),
             });
         }
         self.cv.notify_one();

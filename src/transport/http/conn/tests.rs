@@ -249,6 +249,40 @@ fn trickled_head_is_cut_off() {
     );
 }
 
+/// Read timeouts are set only when they change (`TimedSocket`): a body read waits with
+/// its own long timeout, and the idle wait after it must still end at the idle deadline,
+/// not when the body's timeout would have run out.
+#[test]
+fn idle_deadline_holds_after_a_slow_body() {
+    let server = start(
+        HttpConfig {
+            idle_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(10),
+            ..cfg()
+        },
+        app,
+    );
+    let mut c = connect(&server);
+    for _ in 0..2 {
+        send(
+            &mut c,
+            b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n",
+        );
+        thread::sleep(Duration::from_millis(150));
+        send(&mut c, b"hello");
+        let r = response(&mut c, false);
+        assert_eq!(r.status, 200);
+        assert!(r.body.ends_with(b"hello"));
+    }
+    let idle = Instant::now();
+    assert!(closed(&mut c), "an idle connection is closed");
+    let took = idle.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_millis(2500),
+        "closed after {took:?}, idle timeout 1 s"
+    );
+}
+
 #[test]
 fn idle_flood_does_not_lock_out_a_new_client() {
     let server = start(
