@@ -8,7 +8,6 @@ use mreg_wire::jsonrpc::{ErrorCode, ErrorObject};
 use crate::mcp::context::Ctx;
 use crate::mcp::protocol;
 use crate::mcp::registry::ToolOutput;
-use crate::mcp::schema;
 use crate::mcp::server::Server;
 
 /// -32002, the 2025-11-25 "resource not found" code.
@@ -98,8 +97,7 @@ pub fn tools_call(server: &Server, ctx: &Ctx<'_>, params: &Value) -> Result<Valu
         .get(name)
         .filter(|t| server.visible_tool(ctx.principal, t))
         .ok_or_else(|| ErrorObject::invalid_params(format!("unknown tool: {}", clip(name))))?;
-    let args_value = Value::Object(args.clone());
-    if let Err(e) = schema::validate(&tool.input_schema, &args_value) {
+    if let Err(e) = tool.check_input(args) {
         return Ok(tool_result(ToolOutput::error(format!(
             "invalid arguments: {e}"
         ))));
@@ -112,14 +110,13 @@ pub fn tools_call(server: &Server, ctx: &Ctx<'_>, params: &Value) -> Result<Valu
         }
         return Ok(ir.into_result());
     }
-    if let (Some(schema), Some(value), false) =
-        (&tool.output_schema, &output.structured, output.is_error)
-        && let Err(e) = schema::validate(schema, value)
+    if let (Some(value), false) = (&output.structured, output.is_error)
+        && let Err(e) = tool.check_output(value)
     {
         log::error!("tool {name} returned structured content that breaks its output schema: {e}");
         return Err(ErrorObject::internal());
     }
-    if tool.output_schema.is_some() && output.structured.is_none() && !output.is_error {
+    if tool.has_output_schema() && output.structured.is_none() && !output.is_error {
         log::error!("tool {name} declares an output schema but returned no structured content");
         return Err(ErrorObject::internal());
     }

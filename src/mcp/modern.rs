@@ -272,7 +272,7 @@ impl Server {
                         .filter(|t| self.visible_tool(caller.principal, t))
                 {
                     envelope::check_param_headers(
-                        &tool.input_schema,
+                        tool.input_schema(),
                         params.get("arguments"),
                         h.all,
                     )?;

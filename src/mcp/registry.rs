@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use mreg_wire::jsonrpc::ErrorObject;
 
 use crate::mcp::context::Ctx;
+use crate::mcp::schema::{SchemaError, Validator};
 
 /// What a tool handler returns.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -125,10 +126,14 @@ pub struct Tool {
     pub name: String,
     pub title: Option<String>,
     pub description: String,
-    pub input_schema: Value,
-    pub output_schema: Option<Value>,
+    input_schema: Value,
+    output_schema: Option<Value>,
     pub annotations: Option<Value>,
     pub handler: Arc<ToolHandler>,
+    /// The two schemas, prepared for checking every call; kept beside them, so the
+    /// schemas are set only through `new` and `output_schema`.
+    input_check: Validator,
+    output_check: Option<Validator>,
 }
 
 impl Tool {
@@ -145,10 +150,12 @@ impl Tool {
             name: name.into(),
             title: None,
             description: description.into(),
+            input_check: Validator::new(&input_schema),
             input_schema,
             output_schema: None,
             annotations: None,
             handler: Arc::new(handler),
+            output_check: None,
         }
     }
 
@@ -158,8 +165,29 @@ impl Tool {
     }
 
     pub fn output_schema(mut self, schema: Value) -> Self {
+        self.output_check = Some(Validator::new(&schema));
         self.output_schema = Some(schema);
         self
+    }
+
+    pub fn input_schema(&self) -> &Value {
+        &self.input_schema
+    }
+
+    pub fn has_output_schema(&self) -> bool {
+        self.output_schema.is_some()
+    }
+
+    /// The first rule `arguments` break of the input schema.
+    pub fn check_input(&self, arguments: &Map<String, Value>) -> Result<(), SchemaError> {
+        self.input_check.validate_object(arguments)
+    }
+
+    /// The first rule `structured` content breaks of the output schema, if there is one.
+    pub fn check_output(&self, structured: &Value) -> Result<(), SchemaError> {
+        self.output_check
+            .as_ref()
+            .map_or(Ok(()), |check| check.validate(structured))
     }
 
     pub fn annotations(mut self, annotations: Value) -> Self {

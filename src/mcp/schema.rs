@@ -4,9 +4,10 @@
 //! (`$schema`, `$defs`, `$ref`, `pattern`, `format`, ...) is kept verbatim in the
 //! published schema and not enforced here.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// The first rule an instance breaks, with the JSON path of the offending value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,10 +24,6 @@ impl fmt::Display for SchemaError {
             write!(f, "`{}`: {}", self.path, self.rule)
         }
     }
-}
-
-pub fn validate(schema: &Value, instance: &Value) -> Result<(), SchemaError> {
-    check(schema, instance).map_err(Failure::into_error)
 }
 
 /// A broken rule on its way up: the path is collected only on failure, innermost step
@@ -97,142 +94,285 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn type_matches(expected: &str, v: &Value) -> bool {
-    match expected {
-        "number" => v.is_number(),
-        "integer" => match v {
-            Value::Number(n) => {
-                n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
-            }
-            _ => false,
-        },
-        other => type_name(v) == other,
+/// Whether `v` is of one of the types in `bits` (see [`type_bit`]): `number` takes
+/// integers too, and `integer` takes numbers without a fraction.
+fn type_matches(bits: u8, v: &Value) -> bool {
+    let bit = match v {
+        Value::Null => NULL,
+        Value::Bool(_) => BOOLEAN,
+        Value::Number(n) => {
+            let integral = n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0);
+            return bits & NUMBER != 0 || (integral && bits & INTEGER != 0);
+        }
+        Value::String(_) => STRING,
+        Value::Array(_) => ARRAY,
+        Value::Object(_) => OBJECT,
+    };
+    bits & bit != 0
+}
+
+/// Checks `instance` against `schema` once; a schema used for many instances is better
+/// kept as a [`Validator`].
+pub fn validate(schema: &Value, instance: &Value) -> Result<(), SchemaError> {
+    Validator::new(schema).validate(instance)
+}
+
+/// A schema prepared for checking many instances: its keywords are looked up and read
+/// once, when it is made, instead of at every check (a tool's input and output are
+/// checked on every call).
+#[derive(Debug, Clone)]
+pub struct Validator {
+    root: Node,
+}
+
+impl Validator {
+    pub fn new(schema: &Value) -> Self {
+        Validator {
+            root: Node::new(schema),
+        }
+    }
+
+    pub fn validate(&self, instance: &Value) -> Result<(), SchemaError> {
+        self.root.check(instance).map_err(Failure::into_error)
+    }
+
+    /// As [`Validator::validate`] of the object `instance`, without making a `Value` of it.
+    pub fn validate_object(&self, instance: &Map<String, Value>) -> Result<(), SchemaError> {
+        self.root
+            .check_object(instance)
+            .map_err(Failure::into_error)
     }
 }
 
-fn check(schema: &Value, v: &Value) -> Result<(), Failure> {
-    let Value::Object(s) = schema else {
-        // `true` accepts everything, `false` nothing.
-        return if schema == &Value::Bool(false) {
-            fail("no value is allowed here")
-        } else {
-            Ok(())
+/// One (sub)schema.
+#[derive(Debug, Clone)]
+enum Node {
+    /// `true`, or anything that is not an object.
+    Any,
+    /// `false`.
+    Nothing,
+    Rules(Box<Rules>),
+}
+
+/// The keywords of an object schema that are enforced, as read when it was made.
+#[derive(Debug, Clone, Default)]
+struct Rules {
+    /// The types allowed (bits of [`type_bit`]) and how the rule reads in an error.
+    types: Option<(u8, String)>,
+    one_of: Option<Vec<Value>>,
+    constant: Option<Value>,
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+    min_length: Option<u64>,
+    max_length: Option<u64>,
+    min_items: Option<u64>,
+    max_items: Option<u64>,
+    items: Option<Node>,
+    required: Vec<String>,
+    properties: BTreeMap<String, Node>,
+    /// `None` when absent: other properties are allowed unchecked.
+    additional: Option<Node>,
+}
+
+const NULL: u8 = 1;
+const BOOLEAN: u8 = 1 << 1;
+const INTEGER: u8 = 1 << 2;
+const NUMBER: u8 = 1 << 3;
+const STRING: u8 = 1 << 4;
+const ARRAY: u8 = 1 << 5;
+const OBJECT: u8 = 1 << 6;
+
+/// The bit of a JSON Schema type name; none for a name that is not one, which no value
+/// matches.
+fn type_bit(name: &str) -> u8 {
+    match name {
+        "null" => NULL,
+        "boolean" => BOOLEAN,
+        "integer" => INTEGER,
+        "number" => NUMBER,
+        "string" => STRING,
+        "array" => ARRAY,
+        "object" => OBJECT,
+        _ => 0,
+    }
+}
+
+impl Node {
+    fn new(schema: &Value) -> Node {
+        let Value::Object(s) = schema else {
+            return if schema == &Value::Bool(false) {
+                Node::Nothing
+            } else {
+                Node::Any
+            };
         };
-    };
-    if let Some(t) = s.get("type") {
-        let ok = match t {
-            Value::String(t) => type_matches(t, v),
-            Value::Array(ts) => ts
+        let types = match s.get("type") {
+            Some(Value::String(t)) => Some((type_bit(t), t.clone())),
+            Some(Value::Array(ts)) => {
+                let names: Vec<&str> = ts.iter().filter_map(Value::as_str).collect();
+                let bits = names.iter().fold(0, |bits, t| bits | type_bit(t));
+                Some((bits, names.join(" or ")))
+            }
+            _ => None,
+        };
+        let number = |k: &str| s.get(k).and_then(Value::as_f64);
+        let count = |k: &str| s.get(k).and_then(Value::as_u64);
+        let required = match s.get("required") {
+            Some(Value::Array(names)) => names
                 .iter()
                 .filter_map(Value::as_str)
-                .any(|t| type_matches(t, v)),
-            _ => true,
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
         };
-        if !ok {
-            let expected = match t {
-                Value::Array(ts) => ts
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" or "),
-                other => other.as_str().unwrap_or("?").to_string(),
-            };
-            return fail(format!("must be of type {expected}, not {}", type_name(v)));
+        let properties = s
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.iter().map(|(k, v)| (k.clone(), Node::new(v))).collect())
+            .unwrap_or_default();
+        Node::Rules(Box::new(Rules {
+            types,
+            one_of: match s.get("enum") {
+                Some(Value::Array(options)) => Some(options.clone()),
+                _ => None,
+            },
+            constant: s.get("const").cloned(),
+            minimum: number("minimum"),
+            maximum: number("maximum"),
+            min_length: count("minLength"),
+            max_length: count("maxLength"),
+            min_items: count("minItems"),
+            max_items: count("maxItems"),
+            items: s.get("items").map(Node::new),
+            required,
+            properties,
+            additional: s.get("additionalProperties").map(Node::new),
+        }))
+    }
+
+    fn check(&self, v: &Value) -> Result<(), Failure> {
+        let r = match self {
+            Node::Any => return Ok(()),
+            Node::Nothing => return fail("no value is allowed here"),
+            Node::Rules(r) => r,
+        };
+        if let Some((bits, expected)) = &r.types
+            && !type_matches(*bits, v)
+        {
+            return wrong_type(expected, type_name(v));
+        }
+        if let Some(options) = &r.one_of
+            && !options.contains(v)
+        {
+            let list: Vec<String> = options.iter().map(Value::to_string).collect();
+            return fail(format!("must be one of {}", list.join(", ")));
+        }
+        if let Some(c) = &r.constant
+            && c != v
+        {
+            return fail(format!("must be {c}"));
+        }
+        match v {
+            Value::Number(n) => r.check_number(n.as_f64().unwrap_or(f64::NAN)),
+            Value::String(text) => r.check_string(text),
+            Value::Array(items) => r.check_array(items),
+            Value::Object(obj) => r.check_members(obj),
+            _ => Ok(()),
         }
     }
-    if let Some(Value::Array(options)) = s.get("enum")
-        && !options.contains(v)
-    {
-        let list: Vec<String> = options.iter().map(Value::to_string).collect();
-        return fail(format!("must be one of {}", list.join(", ")));
-    }
-    if let Some(c) = s.get("const")
-        && c != v
-    {
-        return fail(format!("must be {c}"));
-    }
-    match v {
-        Value::Number(n) => check_number(s, n.as_f64().unwrap_or(f64::NAN)),
-        Value::String(text) => check_string(s, text),
-        Value::Array(items) => check_array(s, items),
-        Value::Object(obj) => check_object(s, obj),
-        _ => Ok(()),
-    }
-}
 
-fn check_number(s: &serde_json::Map<String, Value>, n: f64) -> Result<(), Failure> {
-    if let Some(min) = s.get("minimum").and_then(Value::as_f64)
-        && n < min
-    {
-        return fail(format!("must be at least {min}"));
-    }
-    if let Some(max) = s.get("maximum").and_then(Value::as_f64)
-        && n > max
-    {
-        return fail(format!("must be at most {max}"));
-    }
-    Ok(())
-}
-
-fn check_string(s: &serde_json::Map<String, Value>, text: &str) -> Result<(), Failure> {
-    let len = text.chars().count() as u64;
-    if let Some(min) = s.get("minLength").and_then(Value::as_u64)
-        && len < min
-    {
-        return fail(format!("must be at least {min} characters long"));
-    }
-    if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
-        && len > max
-    {
-        return fail(format!("must be at most {max} characters long"));
-    }
-    Ok(())
-}
-
-fn check_array(s: &serde_json::Map<String, Value>, items: &[Value]) -> Result<(), Failure> {
-    if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
-        && items.len() as u64 > max
-    {
-        return fail(format!("must have at most {max} items"));
-    }
-    if let Some(min) = s.get("minItems").and_then(Value::as_u64)
-        && (items.len() as u64) < min
-    {
-        return fail(format!("must have at least {min} items"));
-    }
-    if let Some(item_schema) = s.get("items") {
-        for (i, item) in items.iter().enumerate() {
-            check(item_schema, item).map_err(|f| f.at_index(i))?;
+    /// [`Node::check`] of an object.
+    fn check_object(&self, obj: &Map<String, Value>) -> Result<(), Failure> {
+        match self {
+            Node::Any => Ok(()),
+            Node::Nothing => fail("no value is allowed here"),
+            Node::Rules(r) if r.one_of.is_none() && r.constant.is_none() => {
+                if let Some((bits, expected)) = &r.types
+                    && bits & OBJECT == 0
+                {
+                    return wrong_type(expected, "object");
+                }
+                r.check_members(obj)
+            }
+            // `enum` or `const` on an object schema: rare enough to pay for the copy.
+            Node::Rules(_) => self.check(&Value::Object(obj.clone())),
         }
     }
-    Ok(())
 }
 
-fn check_object(
-    s: &serde_json::Map<String, Value>,
-    obj: &serde_json::Map<String, Value>,
-) -> Result<(), Failure> {
-    if let Some(Value::Array(required)) = s.get("required") {
-        for name in required.iter().filter_map(Value::as_str) {
+fn wrong_type(expected: &str, found: &str) -> Result<(), Failure> {
+    fail(format!("must be of type {expected}, not {found}"))
+}
+
+impl Rules {
+    fn check_number(&self, n: f64) -> Result<(), Failure> {
+        if let Some(min) = self.minimum
+            && n < min
+        {
+            return fail(format!("must be at least {min}"));
+        }
+        if let Some(max) = self.maximum
+            && n > max
+        {
+            return fail(format!("must be at most {max}"));
+        }
+        Ok(())
+    }
+
+    fn check_string(&self, text: &str) -> Result<(), Failure> {
+        if self.min_length.is_none() && self.max_length.is_none() {
+            return Ok(());
+        }
+        let len = text.chars().count() as u64;
+        if let Some(min) = self.min_length
+            && len < min
+        {
+            return fail(format!("must be at least {min} characters long"));
+        }
+        if let Some(max) = self.max_length
+            && len > max
+        {
+            return fail(format!("must be at most {max} characters long"));
+        }
+        Ok(())
+    }
+
+    fn check_array(&self, items: &[Value]) -> Result<(), Failure> {
+        if let Some(max) = self.max_items
+            && items.len() as u64 > max
+        {
+            return fail(format!("must have at most {max} items"));
+        }
+        if let Some(min) = self.min_items
+            && (items.len() as u64) < min
+        {
+            return fail(format!("must have at least {min} items"));
+        }
+        if let Some(item) = &self.items {
+            for (i, v) in items.iter().enumerate() {
+                item.check(v).map_err(|f| f.at_index(i))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_members(&self, obj: &Map<String, Value>) -> Result<(), Failure> {
+        for name in &self.required {
             if !obj.contains_key(name) {
                 return fail("is required").map_err(|f| f.at_key(name));
             }
         }
+        for (key, value) in obj {
+            let result = match (self.properties.get(key), &self.additional) {
+                (Some(prop), _) => prop.check(value),
+                (None, Some(Node::Nothing)) => fail("is not an allowed property"),
+                (None, Some(extra)) => extra.check(value),
+                (None, None) => Ok(()),
+            };
+            result.map_err(|f| f.at_key(key))?;
+        }
+        Ok(())
     }
-    let props = s.get("properties").and_then(Value::as_object);
-    for (key, value) in obj {
-        let result = match (
-            props.and_then(|p| p.get(key)),
-            s.get("additionalProperties"),
-        ) {
-            (Some(prop_schema), _) => check(prop_schema, value),
-            (None, Some(Value::Bool(false))) => fail("is not an allowed property"),
-            (None, Some(extra)) => check(extra, value),
-            (None, None) => Ok(()),
-        };
-        result.map_err(|f| f.at_key(key))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -334,5 +474,44 @@ mod tests {
         let key = format!("k\u{7}{}", "x".repeat(100));
         let e = validate(&json!({"additionalProperties": false}), &json!({ key: 1 })).unwrap_err();
         assert_eq!(e.path, format!("k?{}", "x".repeat(62)));
+    }
+
+    #[test]
+    fn an_object_checked_in_place_reads_as_the_same_value_checked() {
+        let schemas = [
+            schema(),
+            json!({"type": ["object", "null"], "required": ["a"]}),
+            json!({"type": "array"}),
+            json!({"enum": [{"a": 1}]}),
+            json!({"const": {}}),
+            json!({"properties": {"a": false}}),
+            json!(false),
+            json!(true),
+        ];
+        let instances = [
+            json!({}),
+            json!({"a": 1}),
+            json!({"name": "x"}),
+            json!({"name": "x", "extra": 1}),
+            json!({"name": "x", "tags": ["a", "toolong"]}),
+        ];
+        for s in &schemas {
+            let check = Validator::new(s);
+            for v in &instances {
+                let Value::Object(obj) = v else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    check.validate_object(obj),
+                    check.validate(v),
+                    "schema {s}, instance {v}"
+                );
+            }
+        }
+        assert!(
+            Validator::new(&json!({"type": "array"}))
+                .validate_object(&Map::new())
+                .is_err()
+        );
     }
 }
