@@ -105,10 +105,14 @@ impl std::error::Error for AuthError {}
 /// Extracts the token of an `Authorization: Bearer <token68>` value
 /// ([`mreg_wire::jwt::bearer`]).
 pub fn parse_bearer(value: &str, max_token_bytes: usize) -> Result<&str, AuthError> {
-    mreg_wire::jwt::bearer(value, max_token_bytes).map_err(|e| match e {
+    mreg_wire::jwt::bearer(value, max_token_bytes).map_err(bearer_error)
+}
+
+fn bearer_error(e: mreg_wire::jwt::BearerError) -> AuthError {
+    match e {
         mreg_wire::jwt::BearerError::BadHeader => AuthError::BadHeader,
         mreg_wire::jwt::BearerError::TooLong => AuthError::Invalid(Refusal::TokenTooLong),
-    })
+    }
 }
 
 /// Where key sets come from.
@@ -207,13 +211,30 @@ impl Authenticator {
             return Err(AuthError::NotLoopback);
         }
         let value = header.ok_or(AuthError::Missing)?;
-        match parse_bearer(value, self.cfg.max_token_bytes) {
+        let token = match mreg_wire::jwt::bearer_unchecked(value, self.cfg.max_token_bytes) {
+            // A cached token was a token68 when it was verified, byte for byte the same:
+            // the look at each of a token's bytes is left to tokens not seen yet.
+            Ok(token) => match self.cached(token, now) {
+                Some(principal) => return Ok(principal),
+                None if mreg_wire::jwt::is_token68(token) => Ok(token),
+                None => Err(AuthError::BadHeader),
+            },
+            Err(e) => Err(bearer_error(e)),
+        };
+        match token {
             Ok(token) => self.authenticate_token(token, peer, now),
             Err(e) => {
                 self.throttle.lock().record_failure(peer, now);
                 Err(e)
             }
         }
+    }
+
+    /// The principal of a token verified before, while its key is still published.
+    fn cached(&self, token: &str, now: u64) -> Option<Principal> {
+        let hit = self.cache.lock().get(&token_hash(token), now)?;
+        self.kid_still_published(&hit.tenant, &hit.kid, now)
+            .then_some(hit.principal)
     }
 
     /// The principal of a bare token (e.g. one configured for stdio).
@@ -226,13 +247,10 @@ impl Authenticator {
         if self.settings.loopback_only && !is_loopback(peer) {
             return Err(AuthError::NotLoopback);
         }
-        let hash = token_hash(token);
-        let hit = self.cache.lock().get(&hash, now);
-        if let Some(hit) = hit
-            && self.kid_still_published(&hit.tenant, &hit.kid, now)
-        {
-            return Ok(hit.principal);
+        if let Some(principal) = self.cached(token, now) {
+            return Ok(principal);
         }
+        let hash = token_hash(token);
         if !self.throttle.lock().allowed(peer, now) {
             return Err(AuthError::Throttled);
         }

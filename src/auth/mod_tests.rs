@@ -99,6 +99,35 @@ fn valid_missing_and_invalid() {
     assert_eq!(a.cached_tokens(), 1, "failures are not cached");
 }
 
+/// Only a cached token skips the look at each of its bytes: the same token with one
+/// byte a token68 may not hold is a bad header, before and after the valid one is cached.
+#[test]
+fn a_token_is_checked_byte_by_byte_unless_it_is_cached() {
+    let a = auth(AuthSettings::default());
+    let t = sign(&header("k1"), &claims(), 1);
+    let broken = |c: char| format!("Bearer {}{c}{}", &t[..40], &t[41..]);
+    for c in ['!', '"', ',', '\u{e9}'] {
+        assert_eq!(
+            a.authenticate(Some(&broken(c)), PEER, NOW),
+            Err(AuthError::BadHeader),
+            "{c:?}"
+        );
+    }
+    a.authenticate(Some(&format!("Bearer {t}")), PEER, NOW)
+        .unwrap();
+    for c in ['!', '"', ',', '\u{e9}'] {
+        assert_eq!(
+            a.authenticate(Some(&broken(c)), PEER, NOW),
+            Err(AuthError::BadHeader),
+            "{c:?} after the valid token was cached"
+        );
+    }
+    assert!(
+        a.authenticate(Some(&format!("bearer   {t}")), PEER, NOW)
+            .is_ok()
+    );
+}
+
 #[test]
 fn cache_serves_until_exp_and_never_caches_the_token_text() {
     let a = auth(AuthSettings::default());

@@ -47,6 +47,19 @@ pub enum BearerError {
 /// case-insensitive and followed by one or more spaces; the token is one token68
 /// (RFC 7235) of at most `max_token_bytes`; nothing may follow it.
 pub fn bearer(value: &str, max_token_bytes: usize) -> Result<&str, BearerError> {
+    let token = bearer_unchecked(value, max_token_bytes)?;
+    if is_token68(token) {
+        Ok(token)
+    } else {
+        Err(BearerError::BadHeader)
+    }
+}
+
+/// [`bearer`] without the look at each of the token's bytes: the token may hold
+/// characters a token68 may not, and must pass [`is_token68`] before it is trusted.
+/// For a caller that knows most tokens it sees already passed (a cache of verified
+/// tokens, keyed by their bytes).
+pub fn bearer_unchecked(value: &str, max_token_bytes: usize) -> Result<&str, BearerError> {
     let value = value.trim_matches([' ', '\t']);
     let (scheme, rest) = value.split_once(' ').ok_or(BearerError::BadHeader)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -56,17 +69,18 @@ pub fn bearer(value: &str, max_token_bytes: usize) -> Result<&str, BearerError> 
     if token.len() > max_token_bytes {
         return Err(BearerError::TooLong);
     }
+    Ok(token)
+}
+
+/// Whether `token` is one RFC 7235 `token68`: at least one of its characters, then
+/// any `=` padding.
+pub fn is_token68(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     // A table and no early exit: the loop runs over every byte of a ~1 KB token.
-    let token68 = !body.is_empty()
+    !body.is_empty()
         && body
             .bytes()
-            .fold(true, |ok, b| ok & TOKEN68[usize::from(b)]);
-    if token68 {
-        Ok(token)
-    } else {
-        Err(BearerError::BadHeader)
-    }
+            .fold(true, |ok, b| ok & TOKEN68[usize::from(b)])
 }
 
 /// RFC 7235 `token68` characters before the trailing `=` padding.
