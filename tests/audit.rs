@@ -736,3 +736,62 @@ fn one_process_opens_a_log_once() {
     drop(log);
     AuditLog::open(&db, &dir, Durability::Durable).unwrap();
 }
+
+/// The writer puts a record together from its fields' JSON (made on the request's
+/// thread), `seq`, time and link. What it stores must be the record's own JSON, hashed
+/// over the record with `hash` and `hmac` empty as the schema defines, whatever the
+/// strings hold, in either mode; and subscribers get the records as stored.
+#[test]
+fn stored_records_are_their_own_json_whatever_their_strings() {
+    let hostile = [
+        "quote \" backslash \\ slash /",
+        "newline \n tab \t nul \u{0} del \u{7f}",
+        "é ü 中文 \u{2028} \u{1f600}",
+        "",
+    ];
+    for mode in [Durability::Durable, Durability::Batch { max_delay_ms: 5 }] {
+        let dir = temp_dir(&format!("own-json-{}", matches!(mode, Durability::Durable)));
+        let db = open_db(&dir);
+        let log = AuditLog::open(&db, &dir, mode).unwrap();
+        let feed = log.subscribe();
+        let mut sent = Vec::new();
+        for (i, text) in hostile.iter().enumerate() {
+            let mut d = draft(i as u64 + 1);
+            d.tenant = (*text).into();
+            d.user = text.repeat(100); // cut to 256 characters
+            d.reason = Some(format!("code: {text}"));
+            d.roles = vec![(*text).into(), "user".into()];
+            d.args_digest = Some(json!({ "k": text, "n": [i, -1, 1.5] }));
+            d.request_id = (i % 2 == 0).then(|| format!("\"{text}\""));
+            sent.push(d.clone());
+            log.append(d).unwrap();
+        }
+        log.sync().unwrap();
+        for (i, d) in sent.iter().enumerate() {
+            let seq = i as u64 + 1;
+            let bytes = stored(&db, seq).unwrap();
+            let r = AuditRecord::from_bytes(&bytes).unwrap();
+            assert_eq!(r.to_bytes(), bytes, "record {seq} is not its own JSON");
+            let unsigned = AuditRecord {
+                hash: String::new(),
+                hmac: String::new(),
+                ..r.clone()
+            };
+            assert_eq!(r.hash, sha256_hex(&unsigned.to_bytes()), "record {seq}");
+            assert_eq!((r.seq, &r.tenant, &r.reason), (seq, &d.tenant, &d.reason));
+            assert_eq!(r.request_id, d.request_id);
+            assert_eq!(r.roles, d.roles);
+            assert_eq!(r.args_digest, d.args_digest);
+            assert_eq!(r.user.chars().count(), d.user.chars().count().min(257));
+            assert_eq!(r.session.as_deref(), Some("5f1c9a7e"));
+            let shipped = feed.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(shipped, r, "record {seq} as a subscriber gets it");
+        }
+        drop(log);
+        let report = verify(&db, &dir).unwrap();
+        assert!(
+            report.ok && report.records == hostile.len() as u64,
+            "{report:?}"
+        );
+    }
+}

@@ -72,6 +72,7 @@ pub use digest::{
 pub use prune::PruneReport;
 pub use verify::{VerifyReport, export, verify};
 
+use crate::store::schema::RecordFields;
 pub use crate::store::schema::{AuditRecord, Decision};
 
 /// How many records a subscriber may fall behind before it starts losing them.
@@ -383,18 +384,16 @@ fn bounded(s: String, max: usize) -> String {
     }
 }
 
-/// The record a draft becomes, before `prev_hash`, `hash` and `hmac` are set.
-fn record_from(draft: AuditDraft, seq: u64, time_ms: u64) -> AuditRecord {
+/// A draft cut to what the log keeps: strings to [`MAX_FIELD_CHARS`], `session` to
+/// [`SESSION_PREFIX_CHARS`], roles to [`MAX_ROLES`].
+fn bounded_draft(draft: AuditDraft) -> AuditDraft {
     let field = |s: String| bounded(s, MAX_FIELD_CHARS);
-    AuditRecord {
-        seq,
-        time_ms,
+    AuditDraft {
         request_id: draft.request_id.map(field),
         transport: field(draft.transport),
-        session: draft.session.map(|s| {
-            let prefix: String = s.chars().take(SESSION_PREFIX_CHARS).collect();
-            prefix
-        }),
+        session: draft
+            .session
+            .map(|s| s.chars().take(SESSION_PREFIX_CHARS).collect()),
         peer: draft.peer.map(field),
         tenant: field(draft.tenant),
         user: field(draft.user),
@@ -405,10 +404,38 @@ fn record_from(draft: AuditDraft, seq: u64, time_ms: u64) -> AuditRecord {
         reason: draft.reason.map(field),
         duration_us: draft.duration_us,
         args_digest: draft.args_digest,
-        prev_hash: String::new(),
-        hash: String::new(),
-        hmac: String::new(),
     }
+}
+
+/// The JSON members of the record a draft becomes ([`RecordFields::members`]), bounded.
+/// Made on the request's thread: the writer only adds `seq`, `time_ms` and the seal, and
+/// the draft's strings are freed where they were made.
+fn record_members(draft: AuditDraft) -> Vec<u8> {
+    let d = bounded_draft(draft);
+    RecordFields {
+        request_id: d.request_id.as_deref(),
+        transport: &d.transport,
+        session: d.session.as_deref(),
+        peer: d.peer.as_deref(),
+        tenant: &d.tenant,
+        user: &d.user,
+        roles: &d.roles,
+        method: &d.method,
+        tool: d.tool.as_deref(),
+        decision: d.decision,
+        reason: d.reason.as_deref(),
+        duration_us: d.duration_us,
+        args_digest: d.args_digest.as_ref(),
+    }
+    .members()
+}
+
+/// The record a draft becomes, before `prev_hash`, `hash` and `hmac` are set.
+#[cfg(test)]
+fn record_from(draft: AuditDraft, seq: u64, time_ms: u64) -> AuditRecord {
+    let canonical =
+        crate::store::schema::canonical_from_parts(seq, time_ms, &record_members(draft), "");
+    AuditRecord::from_bytes(&canonical).expect("canonical bytes are a record")
 }
 
 fn now_ms() -> u64 {

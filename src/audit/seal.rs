@@ -6,8 +6,7 @@ use crate::crypto::HmacKey;
 pub use crate::crypto::{hex, sha256_hex};
 
 use crate::store::schema::{
-    ANCHOR_HMAC_CONTEXT, AuditAnchor, AuditCheckpoint, AuditRecord, CHECKPOINT_HMAC_CONTEXT,
-    RECORD_HMAC_CONTEXT, stored_from_canonical,
+    ANCHOR_HMAC_CONTEXT, AuditAnchor, AuditCheckpoint, CHECKPOINT_HMAC_CONTEXT, RECORD_HMAC_CONTEXT,
 };
 
 /// The audit HMAC key. Its `Debug` never shows the bytes.
@@ -68,14 +67,6 @@ fn unhex32(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Fills in `hash` and `hmac` of a record whose other fields (including `prev_hash`)
-/// are final, and returns the bytes to store.
-pub fn seal_record(key: &AuditKey, record: &mut AuditRecord) -> Vec<u8> {
-    let canonical = record.canonical_bytes();
-    (record.hash, record.hmac) = seal_canonical(key, &canonical);
-    stored_from_canonical(&canonical, &record.hash, &record.hmac)
-}
-
 /// The `hash` and `hmac` of a record with these canonical bytes.
 pub fn seal_canonical(key: &AuditKey, canonical: &[u8]) -> (String, String) {
     (
@@ -133,7 +124,15 @@ pub fn anchor_is_signed(key: &AuditKey, anchor: &AuditAnchor) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::schema::{Decision, GENESIS_HASH};
+    use crate::store::schema::{AuditRecord, Decision, GENESIS_HASH, stored_from_canonical};
+
+    /// Fills in `hash` and `hmac` of a record whose other fields (including `prev_hash`)
+    /// are final, and returns the bytes to store, as the writer does from a record's parts.
+    fn seal_record(key: &AuditKey, record: &mut AuditRecord) -> Vec<u8> {
+        let canonical = record.canonical_bytes();
+        (record.hash, record.hmac) = seal_canonical(key, &canonical);
+        stored_from_canonical(&canonical, &record.hash, &record.hmac)
+    }
 
     fn record() -> AuditRecord {
         AuditRecord {

@@ -22,11 +22,11 @@ use crate::audit::prune::{self, CheckpointState};
 use crate::audit::seal::{self, AuditKey, anchor_is_signed};
 use crate::audit::verify::check_stored;
 use crate::audit::{
-    AuditDraft, AuditError, Durability, FailPoint, SUBSCRIBER_BUFFER, now_ms, record_from,
+    AuditDraft, AuditError, Durability, FailPoint, SUBSCRIBER_BUFFER, now_ms, record_members,
 };
 use crate::store::schema::{
     AUDIT_META_TREE, AUDIT_TREE, AuditRecord, BLOCK_MAX_BYTES, BLOCK_MAX_RECORDS, GENESIS_HASH,
-    audit_key, block_value,
+    audit_key, block_value, canonical_from_parts, stored_from_canonical,
 };
 
 /// Batch mode: the writer starts early when this many records are queued.
@@ -87,7 +87,8 @@ struct Pending {
 }
 
 struct Entry {
-    draft: AuditDraft,
+    /// The record's fields as JSON members ([`record_members`]).
+    members: Vec<u8>,
     time_ms: u64,
     /// Batch mode: assigned when queued. Durable mode: 0, assigned by the writer.
     seq: u64,
@@ -183,12 +184,13 @@ impl Shared {
 
     pub(crate) fn append(&self, draft: AuditDraft) -> Result<u64, AuditError> {
         let time_ms = now_ms();
+        let members = record_members(draft);
         match self.mode {
             Durability::Durable => {
                 let slot = Arc::new(Slot::default());
                 self.enqueue(
                     Some(Entry {
-                        draft,
+                        members,
                         time_ms,
                         seq: 0,
                     }),
@@ -218,7 +220,7 @@ impl Shared {
                 q.next_seq += 1;
                 q.items.push_back(Pending {
                     entry: Some(Entry {
-                        draft,
+                        members,
                         time_ms,
                         seq,
                     }),
@@ -274,8 +276,22 @@ impl Shared {
     /// disconnected ones.
     fn publish(&self, records: &[Sealed]) {
         let mut subscribers = self.subscribers.lock();
+        if subscribers.is_empty() {
+            return;
+        }
+        // Decoded again from what was stored: the writer keeps bytes, not records.
+        let decoded: Vec<AuditRecord> = records
+            .iter()
+            .filter_map(|s| match AuditRecord::from_bytes(&s.bytes) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    log::error!("audit record {} does not decode for shipping: {e}", s.seq);
+                    None
+                }
+            })
+            .collect();
         subscribers.retain(|tx| {
-            for Sealed { record, .. } in records {
+            for record in &decoded {
                 if let Err(TrySendError::Disconnected(_)) = tx.try_send(record.clone()) {
                     return false;
                 }
@@ -435,7 +451,9 @@ impl Drop for CloseOnExit {
 
 /// A record ready to store, with its stored bytes.
 struct Sealed {
-    record: AuditRecord,
+    seq: u64,
+    hash: String,
+    /// The stored record.
     bytes: Vec<u8>,
 }
 
@@ -467,8 +485,8 @@ impl Writer {
                 if let (Some(first), Some(last)) = (self.unwritten.first(), self.unwritten.last()) {
                     log::error!(
                         "audit records {}..={} could not be written before shutdown and are lost",
-                        first.record.seq,
-                        last.record.seq
+                        first.seq,
+                        last.seq
                     );
                 }
                 return;
@@ -520,12 +538,13 @@ impl Writer {
     }
 
     fn seal(&mut self, entry: Entry) -> Sealed {
-        let mut record = record_from(entry.draft, self.next_seq, entry.time_ms);
-        record.prev_hash = mem::take(&mut self.prev_hash);
-        let bytes = seal::seal_record(&self.shared.key, &mut record);
-        self.prev_hash = record.hash.clone();
+        let seq = self.next_seq;
+        let canonical = canonical_from_parts(seq, entry.time_ms, &entry.members, &self.prev_hash);
+        let (hash, hmac) = seal::seal_canonical(&self.shared.key, &canonical);
+        let bytes = stored_from_canonical(&canonical, &hash, &hmac);
+        self.prev_hash.clone_from(&hash);
         self.next_seq += 1;
-        Sealed { record, bytes }
+        Sealed { seq, hash, bytes }
     }
 
     fn commit_durable(&mut self, items: VecDeque<Pending>) {
@@ -535,7 +554,7 @@ impl Writer {
         for item in items {
             let seq = item.entry.map(|entry| {
                 let sealed = self.seal(entry);
-                let seq = sealed.record.seq;
+                let seq = sealed.seq;
                 records.push(sealed);
                 seq
             });
@@ -609,7 +628,7 @@ impl Writer {
         let mut batch = sled::Batch::default();
         for block in blocks(records) {
             let value = block_value(block.iter().map(|s| s.bytes.as_slice()));
-            batch.insert(&audit_key(block[0].record.seq), value);
+            batch.insert(&audit_key(block[0].seq), value);
         }
         self.shared
             .tree
@@ -624,7 +643,7 @@ impl Writer {
             if rollback {
                 let mut undo = sled::Batch::default();
                 for block in blocks(records) {
-                    undo.remove(&audit_key(block[0].record.seq));
+                    undo.remove(&audit_key(block[0].seq));
                 }
                 if let Err(e) = self.shared.tree.apply_batch(undo) {
                     log::error!("removing audit records after a failed flush failed: {e}");
@@ -652,7 +671,7 @@ impl Writer {
             self.failures = 0;
             self.last_error = None;
         }
-        let Some(Sealed { record: last, .. }) = records.last() else {
+        let Some(last) = records.last() else {
             return;
         };
         let dir = &self.shared.dir;
@@ -684,22 +703,19 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::Decision;
     use crate::store::schema::{block_len, block_records};
 
     fn sealed(seq: u64, len: usize) -> Sealed {
-        let draft = AuditDraft::new("stdio", "tools/call", Decision::Allowed);
         Sealed {
-            record: record_from(draft, seq, 0),
+            seq,
+            hash: String::new(),
             bytes: vec![b'x'; len],
         }
     }
 
     /// (first seq, records) of each block.
     fn cut(records: &[Sealed]) -> Vec<(u64, usize)> {
-        blocks(records)
-            .map(|b| (b[0].record.seq, b.len()))
-            .collect()
+        blocks(records).map(|b| (b[0].seq, b.len())).collect()
     }
 
     #[test]
