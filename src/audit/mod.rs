@@ -7,8 +7,9 @@
 //! # Durability
 //!
 //! [`Durability::Durable`] (the default): [`AuditLog::append`] returns only after the
-//! record is on disk. Callers queue their drafts; the writer takes every queued draft,
-//! assigns sequence numbers and hashes, writes them to sled as one batch, flushes once,
+//! record is on disk. Callers queue their drafts, already serialized (the record's
+//! fields as JSON, cut to their bounds); the writer takes every queued draft, assigns
+//! sequence numbers and hashes, writes them to sled as one batch, flushes once,
 //! updates the anchor, then wakes exactly the callers that group covered. One flush
 //! (~0.2 ms) thus covers every request that arrived while the previous one ran.
 //!

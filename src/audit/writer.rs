@@ -1,5 +1,6 @@
-//! The audit writer: the queue callers append to, the single thread that seals queued
-//! drafts into records, writes each group to sled with one flush and wakes the callers
+//! The audit writer: the queue callers append to (each draft's fields already JSON),
+//! the single thread that seals them into records, writes each group to sled with one
+//! flush and wakes the callers
 //! it covered, and the recovery of the chain head when the log opens. It does not
 //! verify or prune the log.
 
