@@ -309,6 +309,19 @@ fn stdio_workers(c: &StdioClient) -> usize {
         .count()
 }
 
+/// [`stdio_workers`] once it is `want`, or after 5 s. A thread takes its name as it
+/// starts, which may be after the thread that started it has answered the call.
+fn stdio_workers_settled(c: &StdioClient, want: usize) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let n = stdio_workers(c);
+        if n == want || std::time::Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// One `tools/call` line of `_get_authentication_info` per id.
 fn auth_info_calls(ids: std::ops::Range<i64>) -> String {
     ids.map(|id| {
@@ -338,7 +351,7 @@ fn tool_call_workers_start_on_demand_and_stay_bounded() {
     let call = json!({"name": "_get_authentication_info", "arguments": {}});
     let r = c.request(2, "tools/call", call.clone());
     assert_eq!(r["result"]["isError"], false, "{r}");
-    assert_eq!(stdio_workers(&c), 1);
+    assert_eq!(stdio_workers_settled(&c, 1), 1);
 
     // Sixty calls at once: every one answered, by at most MREG_STDIO_WORKERS threads.
     c.send_raw(auth_info_calls(100..160).as_bytes());
