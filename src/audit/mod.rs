@@ -73,7 +73,6 @@ pub use digest::{
 pub use prune::PruneReport;
 pub use verify::{VerifyReport, export, verify};
 
-use crate::store::schema::RecordFields;
 pub use crate::store::schema::{AuditRecord, Decision};
 
 /// How many records a subscriber may fall behind before it starts losing them.
@@ -97,8 +96,10 @@ pub enum Durability {
 
 /// A record as the chain knows it: everything but `seq`, `time_ms` and the hashes, which
 /// the log fills in. Strings longer than [`MAX_FIELD_CHARS`] are cut, `session` is cut
-/// to [`SESSION_PREFIX_CHARS`].
-#[derive(Debug, Clone, PartialEq)]
+/// to [`SESSION_PREFIX_CHARS`]. Its fields are [`AuditRecord`]'s from `request_id` to
+/// `args_digest`, in the same order and of the same types, so its JSON members are the
+/// middle of the record's canonical bytes (`canonical_from_parts`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AuditDraft {
     pub request_id: Option<String>,
     pub transport: String,
@@ -408,27 +409,16 @@ fn bounded_draft(draft: AuditDraft) -> AuditDraft {
     }
 }
 
-/// The JSON members of the record a draft becomes ([`RecordFields::members`]), bounded.
-/// Made on the request's thread: the writer only adds `seq`, `time_ms` and the seal, and
-/// the draft's strings are freed where they were made.
+/// The JSON members of the record a draft becomes (`"request_id":…,…,"args_digest":…`),
+/// bounded. Made on the request's thread: the writer only adds `seq`, `time_ms` and the
+/// seal, and the draft's strings are freed where they were made.
 fn record_members(draft: AuditDraft) -> Vec<u8> {
-    let d = bounded_draft(draft);
-    RecordFields {
-        request_id: d.request_id.as_deref(),
-        transport: &d.transport,
-        session: d.session.as_deref(),
-        peer: d.peer.as_deref(),
-        tenant: &d.tenant,
-        user: &d.user,
-        roles: &d.roles,
-        method: &d.method,
-        tool: d.tool.as_deref(),
-        decision: d.decision,
-        reason: d.reason.as_deref(),
-        duration_us: d.duration_us,
-        args_digest: d.args_digest.as_ref(),
-    }
-    .members()
+    let mut json =
+        serde_json::to_vec(&bounded_draft(draft)).expect("an audit draft always serializes");
+    // `{` + members + `}`.
+    json.pop();
+    json.remove(0);
+    json
 }
 
 /// The record a draft becomes, before `prev_hash`, `hash` and `hmac` are set.
@@ -449,6 +439,42 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The writer puts canonical bytes together from a draft's members, `seq`, time and
+    /// link; they must be the record's own JSON with `hash` and `hmac` empty (as the
+    /// storage docs define them, and as `AuditRecord` serializes itself), whatever the
+    /// strings hold.
+    #[test]
+    fn canonical_bytes_from_parts_are_the_records_own_json() {
+        let mut odd = AuditDraft::new("http", "tools/call", Decision::Error);
+        odd.peer = Some("[::1]:8080".into());
+        odd.tenant = "quote \" back \\ nl \n tab \t nul \u{0} é \u{2028}".into();
+        odd.args_digest =
+            Some(serde_json::json!({"z": {"k": [null, true, -1, 1e300]}, "a": "\u{1f600}"}));
+        let mut plain = AuditDraft::new("stdio", "initialize", Decision::Limited);
+        plain.request_id = Some("\"7\"".into());
+        plain.session = Some("a1b2c3d4e5".into());
+        plain.roles = vec!["user".into(), "admin".into()];
+        plain.tool = Some("query".into());
+        plain.reason = Some("rate_limited".into());
+        plain.duration_us = 12;
+        for (draft, seq, time_ms) in [(odd, u64::MAX, 0), (plain, 7, 1_800_000_000_000)] {
+            let prev = "0".repeat(64);
+            let canonical = crate::store::schema::canonical_from_parts(
+                seq,
+                time_ms,
+                &record_members(draft.clone()),
+                &prev,
+            );
+            let record = AuditRecord::from_bytes(&canonical).expect("a record");
+            assert_eq!(
+                String::from_utf8(record.canonical_bytes()).unwrap(),
+                String::from_utf8(canonical).unwrap()
+            );
+            assert_eq!((record.seq, record.time_ms), (seq, time_ms));
+            assert_eq!((record.tenant, record.roles), (draft.tenant, draft.roles));
+        }
+    }
 
     #[test]
     fn drafts_are_bounded_and_sessions_shortened() {

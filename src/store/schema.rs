@@ -224,12 +224,12 @@ impl AuditRecord {
     /// The bytes `hash` and `hmac` are computed over: this record serialized with `hash`
     /// and `hmac` empty.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        canonical_from_parts(
-            self.seq,
-            self.time_ms,
-            &RecordFields::from(self).members(),
-            &self.prev_hash,
-        )
+        AuditRecord {
+            hash: String::new(),
+            hmac: String::new(),
+            ..self.clone()
+        }
+        .to_bytes()
     }
 
     /// The stored value: this record as compact JSON.
@@ -243,64 +243,11 @@ impl AuditRecord {
     }
 }
 
-/// What a record says about its request: the fields of [`AuditRecord`] from
-/// `request_id` to `args_digest`, borrowed, serialized as the record serializes them.
-/// Their JSON members are the middle of the record's canonical bytes
-/// ([`canonical_from_parts`]), so they can be made on the request's thread and sealed
-/// on the writer's.
-#[derive(Serialize)]
-pub struct RecordFields<'a> {
-    pub request_id: Option<&'a str>,
-    pub transport: &'a str,
-    pub session: Option<&'a str>,
-    pub peer: Option<&'a str>,
-    pub tenant: &'a str,
-    pub user: &'a str,
-    pub roles: &'a [String],
-    pub method: &'a str,
-    pub tool: Option<&'a str>,
-    pub decision: Decision,
-    pub reason: Option<&'a str>,
-    pub duration_us: u64,
-    pub args_digest: Option<&'a Value>,
-}
-
-impl RecordFields<'_> {
-    /// The fields as compact JSON object members, without the braces:
-    /// `"request_id":…,…,"args_digest":…`.
-    pub fn members(&self) -> Vec<u8> {
-        let mut json = serde_json::to_vec(self).expect("record fields always serialize");
-        // `{` + members + `}`.
-        json.pop();
-        json.remove(0);
-        json
-    }
-}
-
-impl<'a> From<&'a AuditRecord> for RecordFields<'a> {
-    fn from(r: &'a AuditRecord) -> Self {
-        RecordFields {
-            request_id: r.request_id.as_deref(),
-            transport: &r.transport,
-            session: r.session.as_deref(),
-            peer: r.peer.as_deref(),
-            tenant: &r.tenant,
-            user: &r.user,
-            roles: &r.roles,
-            method: &r.method,
-            tool: r.tool.as_deref(),
-            decision: r.decision,
-            reason: r.reason.as_deref(),
-            duration_us: r.duration_us,
-            args_digest: r.args_digest.as_ref(),
-        }
-    }
-}
-
-/// The canonical bytes of the record at `seq`, audited at `time_ms`, whose fields are
-/// `members` ([`RecordFields::members`]) and whose previous record's hash is
-/// `prev_hash`: the record's JSON with `hash` and `hmac` empty, as
-/// [`AuditRecord::to_bytes`] would write it.
+/// The canonical bytes of the record at `seq`, audited at `time_ms`, whose fields from
+/// `request_id` to `args_digest` are `members` (compact JSON object members, in
+/// declaration order) and whose previous record's hash is `prev_hash`: the same bytes
+/// as [`AuditRecord::canonical_bytes`] of that record, put together without it, so the
+/// members can be serialized on the request's thread and sealed on the writer's.
 pub fn canonical_from_parts(seq: u64, time_ms: u64, members: &[u8], prev_hash: &str) -> Vec<u8> {
     // Values written by serde_json, as the whole record would be.
     fn put(out: &mut Vec<u8>, value: &impl Serialize) {
@@ -398,38 +345,6 @@ mod tests {
             prev_hash: GENESIS_HASH.into(),
             hash: "h".into(),
             hmac: "m".into(),
-        }
-    }
-
-    /// The canonical bytes are put together from parts (so the fields can be serialized
-    /// on the request's thread); they must stay the record's own JSON with `hash` and
-    /// `hmac` empty, as the module docs define them.
-    #[test]
-    fn canonical_bytes_are_the_records_json_with_empty_seal() {
-        let mut odd = record();
-        odd.seq = u64::MAX;
-        odd.time_ms = 0;
-        odd.request_id = None;
-        odd.session = None;
-        odd.peer = Some("[::1]:8080".into());
-        odd.tenant = "quote \" back \\ nl \n tab \t nul \u{0} é \u{2028}".into();
-        odd.user = String::new();
-        odd.roles = Vec::new();
-        odd.tool = None;
-        odd.decision = Decision::Error;
-        odd.reason = None;
-        odd.args_digest = Some(json!({"z": {"k": [null, true, -1, 1e300]}, "a": "\u{1f600}"}));
-        odd.prev_hash = "0".repeat(64);
-        for r in [record(), odd] {
-            let unsigned = AuditRecord {
-                hash: String::new(),
-                hmac: String::new(),
-                ..r.clone()
-            };
-            assert_eq!(
-                String::from_utf8(r.canonical_bytes()).unwrap(),
-                String::from_utf8(unsigned.to_bytes()).unwrap()
-            );
         }
     }
 
