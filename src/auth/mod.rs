@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use cache::{FailureThrottle, ThrottleConfig, TokenCache, token_hash};
+use cache::{FailureThrottle, ThrottleConfig, TokenCache, TokenHash, token_hash};
 use dev::DevKeys;
 use jwks::JwksCache;
 use keys::KeySet;
@@ -212,29 +212,19 @@ impl Authenticator {
         }
         let value = header.ok_or(AuthError::Missing)?;
         let token = match mreg_wire::jwt::bearer_unchecked(value, self.cfg.max_token_bytes) {
-            // A cached token was a token68 when it was verified, byte for byte the same:
-            // the look at each of a token's bytes is left to tokens not seen yet.
-            Ok(token) => match self.cached(token, now) {
-                Some(principal) => return Ok(principal),
-                None if mreg_wire::jwt::is_token68(token) => Ok(token),
-                None => Err(AuthError::BadHeader),
-            },
-            Err(e) => Err(bearer_error(e)),
+            Ok(token) => token,
+            Err(e) => return Err(self.refused(peer, now, bearer_error(e))),
         };
-        match token {
-            Ok(token) => self.authenticate_token(token, peer, now),
-            Err(e) => {
-                self.throttle.lock().record_failure(peer, now);
-                Err(e)
-            }
+        let hash = token_hash(token);
+        // A cached token was a token68 when it was verified, byte for byte the same: the
+        // look at each of a token's bytes is left to tokens not seen yet.
+        if let Some(principal) = self.cached(&hash, now) {
+            return Ok(principal);
         }
-    }
-
-    /// The principal of a token verified before, while its key is still published.
-    fn cached(&self, token: &str, now: u64) -> Option<Principal> {
-        let hit = self.cache.lock().get(&token_hash(token), now)?;
-        self.kid_still_published(&hit.tenant, &hit.kid, now)
-            .then_some(hit.principal)
+        if !mreg_wire::jwt::is_token68(token) {
+            return Err(self.refused(peer, now, AuthError::BadHeader));
+        }
+        self.verify_new(token, hash, peer, now)
     }
 
     /// The principal of a bare token (e.g. one configured for stdio).
@@ -247,10 +237,28 @@ impl Authenticator {
         if self.settings.loopback_only && !is_loopback(peer) {
             return Err(AuthError::NotLoopback);
         }
-        if let Some(principal) = self.cached(token, now) {
-            return Ok(principal);
-        }
         let hash = token_hash(token);
+        match self.cached(&hash, now) {
+            Some(principal) => Ok(principal),
+            None => self.verify_new(token, hash, peer, now),
+        }
+    }
+
+    /// The principal of a token verified before, while its key is still published.
+    fn cached(&self, hash: &TokenHash, now: u64) -> Option<Principal> {
+        let hit = self.cache.lock().get(hash, now)?;
+        self.kid_still_published(&hit.tenant, &hit.kid, now)
+            .then_some(hit.principal)
+    }
+
+    /// Verifies a token not in the cache (unless `peer` is throttled) and caches it.
+    fn verify_new(
+        &self,
+        token: &str,
+        hash: TokenHash,
+        peer: IpAddr,
+        now: u64,
+    ) -> Result<Principal, AuthError> {
         if !self.throttle.lock().allowed(peer, now) {
             return Err(AuthError::Throttled);
         }
@@ -261,14 +269,21 @@ impl Authenticator {
                     .insert(hash, v.principal.clone(), &v.kid, v.expires_at, now);
                 Ok(v.principal)
             }
-            Err(r) => {
-                self.throttle.lock().record_failure(peer, now);
-                Err(match r {
+            Err(r) => Err(self.refused(
+                peer,
+                now,
+                match r {
                     Refusal::InsufficientScope => AuthError::InsufficientScope,
                     r => AuthError::Invalid(r),
-                })
-            }
+                },
+            )),
         }
+    }
+
+    /// `e`, counted against `peer` by the throttle.
+    fn refused(&self, peer: IpAddr, now: u64, e: AuthError) -> AuthError {
+        self.throttle.lock().record_failure(peer, now);
+        e
     }
 
     fn verify(&self, token: &str, now: u64) -> Result<Verified, Refusal> {
