@@ -75,11 +75,15 @@ impl Failure {
     }
 }
 
-fn fail(rule: impl Into<String>) -> Result<(), Failure> {
-    Err(Failure {
+fn failure(rule: impl Into<String>) -> Failure {
+    Failure {
         rule: rule.into(),
         steps: Vec::new(),
-    })
+    }
+}
+
+fn fail(rule: impl Into<String>) -> Result<(), Failure> {
+    Err(failure(rule))
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -155,7 +159,7 @@ enum Node {
 }
 
 /// The keywords of an object schema that are enforced, as read when it was made.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Rules {
     /// The types allowed (bits of [`type_bit`]) and how the rule reads in an error.
     types: Option<(u8, String)>,
@@ -250,53 +254,40 @@ impl Node {
         }))
     }
 
+    /// The rules to check, if any; `false` refuses everything.
+    fn rules(&self) -> Result<Option<&Rules>, Failure> {
+        match self {
+            Node::Any => Ok(None),
+            Node::Nothing => Err(failure("no value is allowed here")),
+            Node::Rules(r) => Ok(Some(r)),
+        }
+    }
+
     fn check(&self, v: &Value) -> Result<(), Failure> {
-        let r = match self {
-            Node::Any => return Ok(()),
-            Node::Nothing => return fail("no value is allowed here"),
-            Node::Rules(r) => r,
+        if let Value::Object(obj) = v {
+            return self.check_object(obj);
+        }
+        let Some(r) = self.rules()? else {
+            return Ok(());
         };
-        if let Some((bits, expected)) = &r.types
-            && !type_matches(*bits, v)
-        {
-            return wrong_type(expected, type_name(v));
-        }
-        if let Some(options) = &r.one_of
-            && !options.contains(v)
-        {
-            let list: Vec<String> = options.iter().map(Value::to_string).collect();
-            return fail(format!("must be one of {}", list.join(", ")));
-        }
-        if let Some(c) = &r.constant
-            && c != v
-        {
-            return fail(format!("must be {c}"));
-        }
+        r.check_kind(type_matches(r.type_bits(), v), type_name(v), |o| o == v)?;
         match v {
             Value::Number(n) => r.check_number(n.as_f64().unwrap_or(f64::NAN)),
             Value::String(text) => r.check_string(text),
             Value::Array(items) => r.check_array(items),
-            Value::Object(obj) => r.check_members(obj),
             _ => Ok(()),
         }
     }
 
-    /// [`Node::check`] of an object.
+    /// [`Node::check`] of an object, which need not be a `Value`.
     fn check_object(&self, obj: &Map<String, Value>) -> Result<(), Failure> {
-        match self {
-            Node::Any => Ok(()),
-            Node::Nothing => fail("no value is allowed here"),
-            Node::Rules(r) if r.one_of.is_none() && r.constant.is_none() => {
-                if let Some((bits, expected)) = &r.types
-                    && bits & OBJECT == 0
-                {
-                    return wrong_type(expected, "object");
-                }
-                r.check_members(obj)
-            }
-            // `enum` or `const` on an object schema: rare enough to pay for the copy.
-            Node::Rules(_) => self.check(&Value::Object(obj.clone())),
-        }
+        let Some(r) = self.rules()? else {
+            return Ok(());
+        };
+        r.check_kind(r.type_bits() & OBJECT != 0, "object", |o| {
+            o.as_object() == Some(obj)
+        })?;
+        r.check_members(obj)
     }
 }
 
@@ -305,6 +296,38 @@ fn wrong_type(expected: &str, found: &str) -> Result<(), Failure> {
 }
 
 impl Rules {
+    /// The allowed types' bits; all of them without a `type` keyword.
+    fn type_bits(&self) -> u8 {
+        self.types.as_ref().map_or(u8::MAX, |(bits, _)| *bits)
+    }
+
+    /// `type`, `enum` and `const`, for a value of type `found` (`of_type` when it is one
+    /// the schema allows) that `equals` compares with a listed value.
+    fn check_kind(
+        &self,
+        of_type: bool,
+        found: &str,
+        equals: impl Fn(&Value) -> bool,
+    ) -> Result<(), Failure> {
+        if let Some((_, expected)) = &self.types
+            && !of_type
+        {
+            return wrong_type(expected, found);
+        }
+        if let Some(options) = &self.one_of
+            && !options.iter().any(&equals)
+        {
+            let list: Vec<String> = options.iter().map(Value::to_string).collect();
+            return fail(format!("must be one of {}", list.join(", ")));
+        }
+        if let Some(c) = &self.constant
+            && !equals(c)
+        {
+            return fail(format!("must be {c}"));
+        }
+        Ok(())
+    }
+
     fn check_number(&self, n: f64) -> Result<(), Failure> {
         if let Some(min) = self.minimum
             && n < min
