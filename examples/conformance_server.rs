@@ -709,8 +709,12 @@ fn main() {
 
     if std::env::args().any(|a| a == "--stdio") {
         let session = Session::new("stdio".into(), Transport::Stdio, principal);
-        let r =
-            mreg::transport::stdio::serve(server, session, std::io::stdin(), std::io::stdout(), 4);
+        let r = mreg::transport::stdio::stdin().and_then(|input| {
+            let spin = mreg::transport::stdio::Spin {
+                limit: Duration::from_micros(50),
+            };
+            mreg::transport::stdio::serve(server, session, input, std::io::stdout(), 4, spin)
+        });
         std::process::exit(if r.is_ok() { 0 } else { 1 });
     }
     let authenticate = Arc::new(move |_: &_| Ok::<_, mreg::chain::AuthFailure>(principal.clone()));

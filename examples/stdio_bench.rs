@@ -2,8 +2,9 @@
 //! measures `tools/call` round trips sequentially (one in flight) and pipelined (all
 //! written at once, answers counted as they come). Works against any MCP server.
 //!
-//! Prints one JSON line: calls/s both ways and the start-up time, from spawning the
-//! command to the initialize answer.
+//! Prints one JSON line: calls/s both ways, the server's CPU time per call both ways
+//! (every thread of the process it started, from `/proc`; null where that cannot be
+//! read), and the start-up time, from spawning the command to the initialize answer.
 //!
 //!   cargo run --release --example stdio_bench -- [--calls N] [--tool NAME] [--args JSON] -- CMD [ARGS...]
 
@@ -65,14 +66,19 @@ fn main() {
         )
     };
 
+    let pid = child.id();
+    let cpu = || server_cpu_ns(pid);
+    let cpu_start = cpu();
     let start = Instant::now();
     for i in 0..calls {
         roundtrip(&mut stdin, &call(i + 1), &mut line);
         assert!(line.contains("\"result\""), "call failed: {line}");
     }
     let sequential = calls as f64 / start.elapsed().as_secs_f64();
+    let sequential_cpu = per_call(cpu_start, cpu(), calls);
 
     let requests: Vec<String> = (0..calls).map(|i| call(calls + i + 1)).collect();
+    let cpu_start = cpu();
     let start = Instant::now();
     let writer = std::thread::spawn(move || {
         let mut w = std::io::BufWriter::new(stdin);
@@ -90,11 +96,31 @@ fn main() {
         assert!(line.contains("\"result\""), "call failed: {line}");
     }
     let pipelined = calls as f64 / start.elapsed().as_secs_f64();
+    let pipelined_cpu = per_call(cpu_start, cpu(), calls);
     drop(writer.join());
     let _ = child.kill();
     let _ = child.wait();
     println!(
-        "{{\"calls\":{calls},\"sequential_per_s\":{sequential:.0},\"pipelined_per_s\":{pipelined:.0},\"startup_ms\":{:.2}}}",
+        "{{\"calls\":{calls},\"sequential_per_s\":{sequential:.0},\"pipelined_per_s\":{pipelined:.0},\"sequential_cpu_us\":{sequential_cpu},\"pipelined_cpu_us\":{pipelined_cpu},\"startup_ms\":{:.2}}}",
         startup.as_secs_f64() * 1e3
     );
+}
+
+/// CPU time of every thread of process `pid` so far, in nanoseconds (Linux's
+/// `/proc/PID/task/*/schedstat`); `None` where that cannot be read.
+fn server_cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// CPU µs per call between two readings, as JSON (`null` without both).
+fn per_call(before: Option<u64>, after: Option<u64>, calls: usize) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) => format!("{:.1}", a.saturating_sub(b) as f64 / calls as f64 / 1e3),
+        _ => "null".into(),
+    }
 }

@@ -299,12 +299,22 @@ fn run_stdio(data_dir: Option<PathBuf>) -> i32 {
         Transport::Stdio,
         principal,
     );
+    let input = match stdio::stdin() {
+        Ok(input) => input,
+        Err(e) => {
+            log::error!("cannot read stdin: {e}");
+            return 1;
+        }
+    };
     let result = stdio::serve(
         app.server.clone(),
         session,
-        std::io::stdin(),
+        input,
         std::io::stdout(),
         app.config.stdio_workers,
+        stdio::Spin {
+            limit: app.config.stdio_spin,
+        },
     );
     if let Err(e) = app.shutdown() {
         log::error!("{e}");

@@ -190,6 +190,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub max_json_depth: usize,
     pub stdio_workers: usize,
+    /// How long a stdio server polls for the client's next line before it sleeps.
+    pub stdio_spin: Duration,
     pub client_request_timeout: Duration,
     pub sled_cache_bytes: u64,
     /// Free bytes below which writes (and requests that need an audit record) are refused.
@@ -276,6 +278,11 @@ pub const VARS: &[VarDoc] = &[
     VarDoc {
         name: "MREG_STDIO_WORKERS",
         default: "4",
+        secret: false,
+    },
+    VarDoc {
+        name: "MREG_STDIO_SPIN_MICROS",
+        default: "50",
         secret: false,
     },
     VarDoc {
@@ -881,6 +888,7 @@ impl Config {
         let max_message_bytes = r.number("MREG_MAX_MESSAGE_BYTES", 4 << 20, 1024, 256 << 20);
         let max_json_depth = r.number("MREG_MAX_JSON_DEPTH", 64, 4, 128);
         let stdio_workers = r.number("MREG_STDIO_WORKERS", 4, 1, 256);
+        let stdio_spin = Duration::from_micros(r.number("MREG_STDIO_SPIN_MICROS", 50, 0, 1000));
         let client_request_timeout =
             Duration::from_secs(r.number("MREG_CLIENT_REQUEST_TIMEOUT_SECS", 60, 1, 3600));
         let sled_cache_bytes = r.number("MREG_SLED_CACHE_BYTES", 1 << 20, 64 << 10, 1 << 34);
@@ -1075,6 +1083,7 @@ impl Config {
             max_message_bytes,
             max_json_depth,
             stdio_workers,
+            stdio_spin,
             client_request_timeout,
             sled_cache_bytes,
             min_free_bytes,
@@ -1119,6 +1128,10 @@ impl Config {
         m.insert("MREG_MAX_MESSAGE_BYTES", self.max_message_bytes.to_string());
         m.insert("MREG_MAX_JSON_DEPTH", self.max_json_depth.to_string());
         m.insert("MREG_STDIO_WORKERS", self.stdio_workers.to_string());
+        m.insert(
+            "MREG_STDIO_SPIN_MICROS",
+            self.stdio_spin.as_micros().to_string(),
+        );
         m.insert(
             "MREG_CLIENT_REQUEST_TIMEOUT_SECS",
             self.client_request_timeout.as_secs().to_string(),

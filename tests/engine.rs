@@ -275,6 +275,8 @@ fn subscriptions_receive_updates() {
 /// Standard input fed by the test: each `send` is what one `read` returns.
 struct PipeIn(std::sync::mpsc::Receiver<Vec<u8>>, Vec<u8>);
 
+impl mreg::transport::stdio::Input for PipeIn {}
+
 impl std::io::Read for PipeIn {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.1.is_empty() {
@@ -331,6 +333,7 @@ impl StdioPipe {
                 PipeIn(input, Vec::new()),
                 PipeOut(output, Vec::new()),
                 workers,
+                mreg::transport::stdio::Spin::OFF,
             )
         });
         let pipe = StdioPipe {
@@ -356,10 +359,12 @@ impl StdioPipe {
             .unwrap()
     }
 
-    /// Closes stdin; `serve` must return without error.
-    fn finish(self) {
+    /// Closes stdin; `serve` must return without error. Returns what the server wrote
+    /// and was not received.
+    fn finish(self) -> Vec<Value> {
         drop(self.to_server);
         self.serving.join().unwrap().unwrap();
+        self.from_server.try_iter().collect()
     }
 }
 
@@ -381,6 +386,29 @@ fn over_stdio_a_tool_waiting_for_the_client_never_blocks_reading() {
         assert_eq!(answer["id"], 1, "{answer}");
         assert_eq!(answer["result"]["content"][0]["text"], "Ada", "{answer}");
         pipe.finish();
+    }
+}
+
+/// Over stdio the thread that read a call runs it; a call that checks for its
+/// cancellation gives the reading on there, so with one worker or two a ping is still
+/// answered and the cancellation reaches the tool, which is then never answered.
+#[test]
+fn over_stdio_a_call_waiting_for_its_cancellation_never_blocks_reading() {
+    for workers in [1, 2] {
+        let pipe = StdioPipe::start(workers);
+        pipe.send(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"wait"}}));
+        pipe.send(json!({"jsonrpc":"2.0","id":2,"method":"ping"}));
+        assert_eq!(pipe.recv(), json!({"jsonrpc":"2.0","id":2,"result":{}}));
+        pipe.send(
+            json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}),
+        );
+        pipe.send(json!({"jsonrpc":"2.0","id":3,"method":"ping"}));
+        assert_eq!(pipe.recv(), json!({"jsonrpc":"2.0","id":3,"result":{}}));
+        let left = pipe.finish();
+        assert!(
+            left.iter().all(|m| m.get("id").is_none()),
+            "the cancelled call was answered: {left:?}"
+        );
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::blocking;
 use crate::histogram::Histogram;
 
 use crate::audit::files::{self, AnchorFile};
@@ -197,6 +198,7 @@ impl Shared {
                     }),
                     Some(&slot),
                 )?;
+                blocking::before_wait();
                 slot.wait()
             }
             Durability::Batch { .. } => {
@@ -208,6 +210,9 @@ impl Shared {
                     return Err(AuditError::Unavailable(reason.clone()));
                 }
                 // Backpressure: wait for the writer rather than grow without bound.
+                if q.items.len() >= MAX_QUEUED {
+                    blocking::before_wait();
+                }
                 while q.items.len() >= MAX_QUEUED && !q.closed && q.failing.is_none() {
                     self.space.wait(&mut q);
                 }
@@ -240,6 +245,7 @@ impl Shared {
     pub(crate) fn sync(&self) -> Result<(), AuditError> {
         let slot = Arc::new(Slot::default());
         self.enqueue(None, Some(&slot))?;
+        blocking::before_wait();
         slot.wait().map(drop)
     }
 

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use mreg_wire::jsonrpc::{self, ErrorCode, ErrorObject, Id, Message, Notification, Request};
 
 use crate::auth::principal::Principal;
+use crate::blocking;
 use crate::mcp::protocol;
 use crate::mcp::session::Session;
 
@@ -46,7 +47,11 @@ pub struct RoundInput {
 }
 
 impl Ctx<'_> {
+    /// Whether the client cancelled the request. A handler that asks runs long enough
+    /// to be cancelled: over stdio, reading passes to another thread here, so that the
+    /// cancellation can arrive.
     pub fn is_cancelled(&self) -> bool {
+        blocking::before_wait();
         self.cancelled.load(Ordering::Relaxed)
     }
 
@@ -93,7 +98,9 @@ impl Ctx<'_> {
     }
 
     /// Sends `notifications/progress` when the client asked for it with a progress token.
+    /// A handler reporting progress runs long: reading passes on as in `is_cancelled`.
     pub fn progress(&self, progress: f64, total: Option<f64>, message: Option<&str>) {
+        blocking::before_wait();
         let Some(token) = &self.progress_token else {
             return;
         };
@@ -133,6 +140,8 @@ impl Ctx<'_> {
             );
             return Err(ErrorObject::internal());
         }
+        // Someone must read the answer: over stdio, not this thread.
+        blocking::before_wait();
         let (id, rx) = self.session.expect_reply();
         let msg = Message::Request(Request {
             id: id.clone(),

@@ -1,27 +1,75 @@
 //! MCP over stdio: one JSON-RPC message per line on stdin and stdout, logs on stderr.
 //!
 //! Threads take turns at reading (leader/followers). The leader frames lines (bounded),
-//! answers cheap requests and routes client responses itself. A tool call (or other
-//! handler work that may wait for the client) it runs itself too, but only after it
-//! has handed the reading on to an idle thread, started on demand: the call's thread
-//! answers it directly, with no queue and no second wake-up on the way, and a tool
-//! waiting for the client (elicitation, sampling) never blocks reading.
+//! answers requests, routes client responses, and runs a call on its own thread too,
+//! with no hand-off on the way. Before a call waits on something that may take long
+//! (the client's answer, the audit log's flush, a cancellation it checks for), it gives
+//! the turn to an idle thread ([`crate::blocking::before_wait`]), started ahead of time
+//! on demand, so a tool waiting for the client never blocks reading. Waiting for the
+//! next line after a quick exchange, the leader polls stdin for a moment before it
+//! sleeps ([`Input`]).
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use mreg_wire::framing::{Frame, LineDecoder};
 use mreg_wire::jsonrpc::{self, ErrorCode, ErrorObject, Message, Request};
 
+use crate::blocking::{self, Duty};
 use crate::mcp::context::{Closed, Outbound};
 use crate::mcp::server::Server;
 use crate::mcp::session::Session;
+
+/// What a stdio server reads: a byte stream that may tell whether a read would return
+/// at once.
+pub trait Input: Read + Send {
+    /// `Some(true)` when a read would not block; `None` when this input cannot tell
+    /// (then the leader never polls before it sleeps).
+    fn ready(&self) -> Option<bool> {
+        None
+    }
+}
+
+impl Input for File {
+    fn ready(&self) -> Option<bool> {
+        let mut fds = [PollFd::new(self, PollFlags::IN)];
+        poll(&mut fds, Some(&Timespec::default()))
+            .ok()
+            .map(|n| n > 0)
+    }
+}
+
+/// The process's standard input, read directly (no buffer in between, so polling its
+/// descriptor tells the truth).
+pub fn stdin() -> io::Result<File> {
+    Ok(File::from(io::stdin().as_fd().try_clone_to_owned()?))
+}
+
+/// How long the leader polls for the next line before it sleeps, and when.
+#[derive(Clone, Copy, Debug)]
+pub struct Spin {
+    /// The longest poll; zero turns polling off.
+    pub limit: Duration,
+}
+
+impl Spin {
+    pub const OFF: Spin = Spin {
+        limit: Duration::ZERO,
+    };
+
+    /// Polls only when the last line came within this many `limit`s of asking for it:
+    /// a client that is not answering quickly costs no polling.
+    const QUICK: u32 = 4;
+}
 
 /// Writes whole lines to a shared writer; one lock per message, never across a read.
 pub struct LineWriter<W: Write + Send> {
@@ -58,12 +106,13 @@ fn may_wait(method: &str) -> bool {
 /// Serves one client over `input`/`output` until EOF; returns when every request
 /// accepted before EOF has been answered. The calling thread serves too; at most
 /// `workers` requests run at once, and at most `workers` more threads are started.
-pub fn serve<R: Read + Send, W: Write + Send + 'static>(
+pub fn serve<R: Input, W: Write + Send + 'static>(
     server: Arc<Server>,
     session: Arc<Session>,
     input: R,
     output: W,
     workers: usize,
+    spin: Spin,
 ) -> io::Result<()> {
     let out: Arc<dyn Outbound> = Arc::new(LineWriter::new(output));
     session.set_notifier(Some(out.clone()));
@@ -80,9 +129,10 @@ pub fn serve<R: Read + Send, W: Write + Send + 'static>(
             buf: vec![0u8; 64 * 1024],
             frames: VecDeque::new(),
             ended: None,
-            started: 0,
+            spin,
+            last_wait: Duration::ZERO,
         }),
-        waiting_to_read: AtomicUsize::new(0),
+        turn: Arc::new(Turn::default()),
         work: Mutex::new(Work::default()),
         room: Condvar::new(),
         workers,
@@ -98,10 +148,10 @@ struct Stdio<'a, R> {
     server: &'a Server,
     session: &'a Arc<Session>,
     out: &'a Arc<dyn Outbound>,
-    /// Held by the leader: the one thread reading and dispatching.
+    /// Locked by the leader while it reads and dispatches.
     reader: Mutex<Reader<R>>,
-    /// Threads waiting for `reader`: each can take over the reading.
-    waiting_to_read: AtomicUsize,
+    /// Who leads.
+    turn: Arc<Turn>,
     work: Mutex<Work>,
     /// Signalled when the backlog shrinks.
     room: Condvar,
@@ -116,8 +166,59 @@ struct Reader<R> {
     frames: VecDeque<Frame>,
     /// Set at EOF or on a read error.
     ended: Option<io::Result<()>>,
-    /// Threads started besides the caller's (only the leader starts one).
+    spin: Spin,
+    /// How long the last read waited for input, polling included.
+    last_wait: Duration,
+}
+
+/// The turn to lead: held by one thread at a time, which reads, or runs a call it read
+/// and has not yet waited in.
+#[derive(Default)]
+struct Turn {
+    state: Mutex<TurnState>,
+    /// Signalled when the turn is given up, and to everyone when the input has ended.
+    free: Condvar,
+}
+
+#[derive(Default)]
+struct TurnState {
+    held: bool,
+    /// Threads waiting for the turn.
+    waiting: usize,
+    /// Threads started besides the caller's.
     started: usize,
+    /// The input has ended: no one takes the turn again.
+    ended: bool,
+}
+
+impl Duty for Turn {
+    fn pass(&self) {
+        self.state.lock().held = false;
+        self.free.notify_one();
+    }
+}
+
+impl Turn {
+    /// Waits for the turn and takes it; `false` once the input has ended.
+    fn take(&self) -> bool {
+        let mut s = self.state.lock();
+        s.waiting += 1;
+        while s.held && !s.ended {
+            self.free.wait(&mut s);
+        }
+        s.waiting -= 1;
+        s.held = !s.ended;
+        s.held
+    }
+
+    /// Gives the turn up for good: threads waiting for it, and later ones, leave.
+    fn end(&self) {
+        let mut s = self.state.lock();
+        s.ended = true;
+        s.held = false;
+        drop(s);
+        self.free.notify_all();
+    }
 }
 
 #[derive(Default)]
@@ -128,40 +229,48 @@ struct Work {
     backlog: VecDeque<Request>,
 }
 
-impl<'a, R: Read + Send> Stdio<'a, R> {
+impl<'a, R: Input> Stdio<'a, R> {
     fn run<'scope>(&'scope self, scope: &'scope thread::Scope<'scope, '_>) {
-        loop {
-            self.waiting_to_read.fetch_add(1, Ordering::AcqRel);
-            let mut reader = self.reader.lock();
-            self.waiting_to_read.fetch_sub(1, Ordering::AcqRel);
-            let Some(req) = self.lead(&mut reader, scope) else {
-                return;
-            };
-            drop(reader);
-            let mut next = Some(req);
-            while let Some(req) = next {
-                self.answer(req);
-                next = self.next_from_backlog();
+        while self.turn.take() {
+            // A thread that just took the turn has answered nothing the client waits on:
+            // the next line is not due soon.
+            let mut answered = false;
+            loop {
+                let next = self.lead(&mut self.reader.lock(), answered);
+                let Some(req) = next else {
+                    self.turn.end();
+                    return;
+                };
+                self.keep_a_follower(scope);
+                let turn: Arc<dyn Duty> = self.turn.clone();
+                let ((), leading) = blocking::holding(turn, || self.answer(req));
+                let mut next = self.next_from_backlog();
+                while let Some(req) = next {
+                    self.answer(req);
+                    next = self.next_from_backlog();
+                }
+                if !leading {
+                    break;
+                }
+                answered = true;
             }
         }
     }
 
-    /// Reads and dispatches until this thread takes a request to run (counted in
-    /// `running`, with another thread ready to read), or until the input has ended.
-    fn lead<'scope>(
-        &'scope self,
-        reader: &mut Reader<R>,
-        scope: &'scope thread::Scope<'scope, '_>,
-    ) -> Option<Request> {
+    /// Reads and dispatches until a request to run on this thread (counted in
+    /// `running`), or `None` once the input has ended. `answered`: this thread has just
+    /// answered the client, so its next line may come quickly.
+    fn lead(&self, reader: &mut Reader<R>, mut answered: bool) -> Option<Request> {
         loop {
             let Some(frame) = reader.frames.pop_front() else {
                 if reader.ended.is_some() {
                     return None;
                 }
-                reader.fill();
+                reader.fill(answered);
                 continue;
             };
             let Some(req) = self.dispatch(frame) else {
+                answered = true;
                 continue;
             };
             let mut work = self.work.lock();
@@ -174,44 +283,29 @@ impl<'a, R: Read + Send> Stdio<'a, R> {
                 continue;
             }
             work.running += 1;
-            drop(work);
-            if self.hand_over_reading(reader, scope) {
-                return Some(req);
-            }
-            // No thread to read meanwhile: run it here. A tool that waits for the
-            // client then waits out its timeout, but nothing hangs.
-            self.answer(req);
-            self.work.lock().running -= 1;
+            return Some(req);
         }
     }
 
-    /// Makes sure a thread other than the leader can take the reading: one waits for
-    /// it already, or one is started (up to `workers`).
-    fn hand_over_reading<'scope>(
-        &'scope self,
-        reader: &mut Reader<R>,
-        scope: &'scope thread::Scope<'scope, '_>,
-    ) -> bool {
-        if self.waiting_to_read.load(Ordering::Acquire) > 0 {
-            return true;
-        }
-        let n = reader.started;
-        if n >= self.workers {
-            // Every other thread runs a request or is on its way to wait.
-            return true;
-        }
+    /// Makes sure a thread can take the turn if the leader gives it up while it runs a
+    /// call: one waits for it already, or one is started (up to `workers`). Without
+    /// one, nothing reads until a running call ends; a tool that waits for the client
+    /// then waits out its timeout, but nothing hangs.
+    fn keep_a_follower<'scope>(&'scope self, scope: &'scope thread::Scope<'scope, '_>) {
+        let n = {
+            let mut s = self.turn.state.lock();
+            if s.waiting > 0 || s.started >= self.workers {
+                return;
+            }
+            s.started += 1;
+            s.started - 1
+        };
         let spawned = thread::Builder::new()
             .name(format!("mreg-stdio-{n}"))
             .spawn_scoped(scope, move || self.run(scope));
-        match spawned {
-            Ok(_) => {
-                reader.started += 1;
-                true
-            }
-            Err(e) => {
-                log::warn!("stdio: cannot start a thread to read while a call runs: {e}");
-                false
-            }
+        if let Err(e) = spawned {
+            log::warn!("stdio: cannot start a thread to read while a call runs: {e}");
+            self.turn.state.lock().started -= 1;
         }
     }
 
@@ -250,7 +344,7 @@ impl<'a, R: Read + Send> Stdio<'a, R> {
         next
     }
 
-    /// Answers what the leader answers itself; returns a request to run elsewhere.
+    /// Answers what needs no counting among the running; returns a request to run.
     fn dispatch(&self, frame: Frame) -> Option<Request> {
         let line = match frame {
             Frame::Line(line) => line,
@@ -285,18 +379,30 @@ impl<'a, R: Read + Send> Stdio<'a, R> {
     }
 }
 
-impl<R: Read> Reader<R> {
-    /// One read into `frames`; at EOF the unterminated last line too.
-    fn fill(&mut self) {
+impl<R: Input> Reader<R> {
+    /// One read into `frames`; at EOF the unterminated last line too. Just after an
+    /// answer (`answered`), when the last line came quickly too, polls (yielding the CPU
+    /// between polls) up to the spin limit before the read sleeps: a wake-up from sleep
+    /// costs more than the poll.
+    fn fill(&mut self, answered: bool) {
         let Reader {
             input,
             decoder,
             buf,
             frames,
             ended,
-            ..
+            spin,
+            last_wait,
         } = self;
-        match input.read(buf) {
+        let asked = Instant::now();
+        if answered && *last_wait < spin.limit * Spin::QUICK {
+            while input.ready() == Some(false) && asked.elapsed() < spin.limit {
+                thread::yield_now();
+            }
+        }
+        let read = input.read(buf);
+        *last_wait = asked.elapsed();
+        match read {
             Ok(0) => {
                 decoder.finish(&mut |f| frames.push_back(f));
                 *ended = Some(Ok(()));
@@ -305,5 +411,70 @@ impl<R: Read> Reader<R> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => *ended = Some(Err(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// Lines on demand; never ready, so every poll before a read is counted.
+    struct Counted {
+        polls: Cell<usize>,
+    }
+
+    impl Read for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            buf[..3].copy_from_slice(b"{}\n");
+            Ok(3)
+        }
+    }
+
+    impl Input for Counted {
+        fn ready(&self) -> Option<bool> {
+            self.polls.set(self.polls.get() + 1);
+            Some(false)
+        }
+    }
+
+    fn reader(limit: Duration) -> Reader<Counted> {
+        Reader {
+            input: Counted {
+                polls: Cell::new(0),
+            },
+            decoder: LineDecoder::new(1024),
+            buf: vec![0; 64],
+            frames: VecDeque::new(),
+            ended: None,
+            spin: Spin { limit },
+            last_wait: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn polls_only_after_an_answer_to_a_client_that_was_quick() {
+        let mut r = reader(Duration::from_micros(200));
+        r.fill(true);
+        let polled = r.input.polls.get();
+        assert!(polled > 0, "no poll after an answer");
+        assert!(
+            r.last_wait >= Duration::from_micros(200),
+            "{:?}",
+            r.last_wait
+        );
+        assert_eq!(r.frames.len(), 1);
+
+        r.last_wait = Duration::ZERO;
+        r.fill(false);
+        assert_eq!(r.input.polls.get(), polled, "polled with no answer given");
+
+        r.last_wait = Duration::from_micros(200) * Spin::QUICK;
+        r.fill(true);
+        assert_eq!(r.input.polls.get(), polled, "polled for a slow client");
+
+        let mut off = reader(Duration::ZERO);
+        off.fill(true);
+        assert_eq!(off.input.polls.get(), 0, "polled with polling off");
     }
 }
