@@ -97,7 +97,12 @@ fn main() {
     }
     let pipelined = calls as f64 / start.elapsed().as_secs_f64();
     let pipelined_cpu = per_call(cpu_start, cpu(), calls);
+    // EOF on stdin ends an MCP stdio server; one that stays is killed after 2 s.
     drop(writer.join());
+    let ended = Instant::now();
+    while matches!(child.try_wait(), Ok(None)) && ended.elapsed().as_secs() < 2 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let _ = child.kill();
     let _ = child.wait();
     println!(
