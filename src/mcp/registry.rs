@@ -118,6 +118,10 @@ impl ToolOutput {
     }
 }
 
+/// Runs a tool call. Over stdio it runs on the thread that reads stdin until it waits
+/// through `Ctx` (a client request, a cancellation check, a progress report) or on
+/// the audit log: a handler that may run long checks `Ctx::is_cancelled` early, and
+/// one that blocks on its own I/O calls `crate::blocking::before_wait` first.
 pub type ToolHandler =
     dyn Fn(&Ctx<'_>, &Map<String, Value>) -> Result<ToolOutput, ErrorObject> + Send + Sync;
 
