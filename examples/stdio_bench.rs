@@ -6,7 +6,11 @@
 //! (every thread of the process it started, from `/proc`; null where that cannot be
 //! read), and the start-up time, from spawning the command to the initialize answer.
 //!
-//!   cargo run --release --example stdio_bench -- [--calls N] [--tool NAME] [--args JSON] -- CMD [ARGS...]
+//!   cargo run --release --example stdio_bench -- [--calls N] [--tool NAME] [--args JSON]
+//!       [--think-us N] -- CMD [ARGS...]
+//!
+//! `--think-us N`: in the sequential phase, the client works N µs (busy) between an
+//! answer and its next call, as a client that does something with each answer.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -17,7 +21,7 @@ fn main() {
     let split = args
         .iter()
         .position(|a| a == "--")
-        .expect("usage: stdio_bench [--calls N] [--tool NAME] [--args JSON] -- CMD [ARGS...]");
+        .expect("usage: stdio_bench [--calls N] [--tool NAME] [--args JSON] [--think-us N] -- CMD [ARGS...]");
     let (opts, cmd) = (&args[..split], &args[split + 1..]);
     let opt = |name: &str| {
         opts.iter()
@@ -30,6 +34,12 @@ fn main() {
         .unwrap_or(5000);
     let tool = opt("--tool").unwrap_or_else(|| "_get_authentication_info".into());
     let arguments = opt("--args").unwrap_or_else(|| "{}".into());
+    // A client that works this long (busy, in µs) between an answer and its next call.
+    let think = std::time::Duration::from_micros(
+        opt("--think-us")
+            .map(|t| t.parse().expect("--think-us N"))
+            .unwrap_or(0),
+    );
     let spawned = Instant::now();
     let mut child = Command::new(&cmd[0])
         .args(&cmd[1..])
@@ -71,6 +81,10 @@ fn main() {
     let cpu_start = cpu();
     let start = Instant::now();
     for i in 0..calls {
+        let answered = Instant::now();
+        while answered.elapsed() < think {
+            std::hint::spin_loop();
+        }
         roundtrip(&mut stdin, &call(i + 1), &mut line);
         assert!(line.contains("\"result\""), "call failed: {line}");
     }

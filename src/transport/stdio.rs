@@ -69,6 +69,57 @@ impl Spin {
     /// Polls only when the last line came within this many `limit`s of asking for it:
     /// a client that is not answering quickly costs no polling.
     const QUICK: u32 = 4;
+    /// After `n` polls in a row found nothing, `2^(n-1) - 1` reads go without polling
+    /// before the next try, up to `2^(MAX_MISSES-1) - 1` (63).
+    const MAX_MISSES: u32 = 7;
+}
+
+/// When the reader polls before it sleeps, from what the last reads found.
+struct Poller {
+    spin: Spin,
+    /// How long the last read waited for input, polling included.
+    last_wait: Duration,
+    /// Polls in a row that found nothing (at most [`Spin::MAX_MISSES`]).
+    misses: u32,
+    /// Reads left to make without polling.
+    skip: u32,
+}
+
+impl Poller {
+    fn new(spin: Spin) -> Poller {
+        Poller {
+            spin,
+            last_wait: Duration::ZERO,
+            misses: 0,
+            skip: 0,
+        }
+    }
+
+    /// Whether to poll before a read: only just after an answer (`answered`), to a
+    /// client whose last line came quickly, and not while backing off.
+    fn wanted(&mut self, answered: bool) -> bool {
+        if !answered || self.last_wait >= self.spin.limit * Spin::QUICK {
+            return false;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// Counts a poll that found input (`caught`) or did not: after `n` misses in a
+    /// row, the next `2^(n-1) - 1` reads do not poll. A quick client that was late once
+    /// costs nothing; one a little slower than the limit costs a poll now and then
+    /// rather than one per call.
+    fn polled(&mut self, caught: bool) {
+        if caught {
+            self.misses = 0;
+        } else {
+            self.misses = (self.misses + 1).min(Spin::MAX_MISSES);
+            self.skip = (1 << (self.misses - 1)) - 1;
+        }
+    }
 }
 
 /// Writes whole lines to a shared writer; one lock per message, never across a read.
@@ -129,8 +180,7 @@ pub fn serve<R: Input, W: Write + Send + 'static>(
             buf: vec![0u8; 64 * 1024],
             frames: VecDeque::new(),
             ended: None,
-            spin,
-            last_wait: Duration::ZERO,
+            poller: Poller::new(spin),
         }),
         turn: Arc::new(Turn::default()),
         work: Mutex::new(Work::default()),
@@ -166,9 +216,7 @@ struct Reader<R> {
     frames: VecDeque<Frame>,
     /// Set at EOF or on a read error.
     ended: Option<io::Result<()>>,
-    spin: Spin,
-    /// How long the last read waited for input, polling included.
-    last_wait: Duration,
+    poller: Poller,
 }
 
 /// The turn to lead: held by one thread at a time, which reads, or runs a call it read
@@ -380,10 +428,9 @@ impl<'a, R: Input> Stdio<'a, R> {
 }
 
 impl<R: Input> Reader<R> {
-    /// One read into `frames`; at EOF the unterminated last line too. Just after an
-    /// answer (`answered`), when the last line came quickly too, polls (yielding the CPU
-    /// between polls) up to the spin limit before the read sleeps: a wake-up from sleep
-    /// costs more than the poll.
+    /// One read into `frames`; at EOF the unterminated last line too. When the
+    /// [`Poller`] wants it (`answered`: just after an answer), polls first, yielding the
+    /// CPU between polls, up to the spin limit: a wake-up from sleep costs more.
     fn fill(&mut self, answered: bool) {
         let Reader {
             input,
@@ -391,17 +438,21 @@ impl<R: Input> Reader<R> {
             buf,
             frames,
             ended,
-            spin,
-            last_wait,
+            poller,
         } = self;
         let asked = Instant::now();
-        if answered && *last_wait < spin.limit * Spin::QUICK {
-            while input.ready() == Some(false) && asked.elapsed() < spin.limit {
-                thread::yield_now();
-            }
+        if poller.wanted(answered) {
+            let caught = loop {
+                match input.ready() {
+                    Some(false) if asked.elapsed() < poller.spin.limit => thread::yield_now(),
+                    Some(ready) => break ready,
+                    None => break false,
+                }
+            };
+            poller.polled(caught);
         }
         let read = input.read(buf);
-        *last_wait = asked.elapsed();
+        poller.last_wait = asked.elapsed();
         match read {
             Ok(0) => {
                 decoder.finish(&mut |f| frames.push_back(f));
@@ -419,9 +470,10 @@ mod tests {
     use super::*;
     use std::cell::Cell;
 
-    /// Lines on demand; never ready, so every poll before a read is counted.
+    /// Lines on demand; ready or not as told, and every poll before a read counted.
     struct Counted {
         polls: Cell<usize>,
+        ready: Cell<bool>,
     }
 
     impl Read for Counted {
@@ -434,7 +486,7 @@ mod tests {
     impl Input for Counted {
         fn ready(&self) -> Option<bool> {
             self.polls.set(self.polls.get() + 1);
-            Some(false)
+            Some(self.ready.get())
         }
     }
 
@@ -442,13 +494,13 @@ mod tests {
         Reader {
             input: Counted {
                 polls: Cell::new(0),
+                ready: Cell::new(false),
             },
             decoder: LineDecoder::new(1024),
             buf: vec![0; 64],
             frames: VecDeque::new(),
             ended: None,
-            spin: Spin { limit },
-            last_wait: Duration::ZERO,
+            poller: Poller::new(Spin { limit }),
         }
     }
 
@@ -459,22 +511,53 @@ mod tests {
         let polled = r.input.polls.get();
         assert!(polled > 0, "no poll after an answer");
         assert!(
-            r.last_wait >= Duration::from_micros(200),
+            r.poller.last_wait >= Duration::from_micros(200),
             "{:?}",
-            r.last_wait
+            r.poller.last_wait
         );
         assert_eq!(r.frames.len(), 1);
 
-        r.last_wait = Duration::ZERO;
+        r.poller.last_wait = Duration::ZERO;
         r.fill(false);
         assert_eq!(r.input.polls.get(), polled, "polled with no answer given");
 
-        r.last_wait = Duration::from_micros(200) * Spin::QUICK;
+        r.poller.last_wait = Duration::from_micros(200) * Spin::QUICK;
         r.fill(true);
         assert_eq!(r.input.polls.get(), polled, "polled for a slow client");
 
         let mut off = reader(Duration::ZERO);
         off.fill(true);
         assert_eq!(off.input.polls.get(), 0, "polled with polling off");
+    }
+
+    /// Whether each of `n` reads just after an answer to a quick client polled.
+    fn polls(r: &mut Reader<Counted>, n: usize) -> String {
+        (0..n)
+            .map(|_| {
+                let before = r.input.polls.get();
+                r.poller.last_wait = Duration::ZERO;
+                r.fill(true);
+                if r.input.polls.get() > before {
+                    'p'
+                } else {
+                    '.'
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn polls_that_find_nothing_back_off_and_a_catch_resumes_them() {
+        let mut r = reader(Duration::from_micros(20));
+        assert_eq!(polls(&mut r, 16), "pp.p...p.......p");
+        assert_eq!(polls(&mut r, 240).matches('p').count(), 5, "then 1 in 64");
+
+        r.input.ready.set(true);
+        let resumed = polls(&mut r, 80);
+        let first = resumed.find('p').expect("polling never resumed");
+        assert!(
+            resumed[first..].chars().all(|c| c == 'p'),
+            "a poll that caught input must not back off: {resumed}"
+        );
     }
 }
