@@ -291,6 +291,27 @@ impl Node {
     }
 }
 
+/// `v` against `min` and `max` where set; `rule("least" or "most", bound)` words the
+/// bound it breaks.
+fn within<T: PartialOrd + Copy>(
+    v: T,
+    min: Option<T>,
+    max: Option<T>,
+    rule: impl Fn(&str, T) -> String,
+) -> Result<(), Failure> {
+    if let Some(min) = min
+        && v < min
+    {
+        return fail(rule("least", min));
+    }
+    if let Some(max) = max
+        && v > max
+    {
+        return fail(rule("most", max));
+    }
+    Ok(())
+}
+
 fn wrong_type(expected: &str, found: &str) -> Result<(), Failure> {
     fail(format!("must be of type {expected}, not {found}"))
 }
@@ -329,17 +350,9 @@ impl Rules {
     }
 
     fn check_number(&self, n: f64) -> Result<(), Failure> {
-        if let Some(min) = self.minimum
-            && n < min
-        {
-            return fail(format!("must be at least {min}"));
-        }
-        if let Some(max) = self.maximum
-            && n > max
-        {
-            return fail(format!("must be at most {max}"));
-        }
-        Ok(())
+        within(n, self.minimum, self.maximum, |at, bound| {
+            format!("must be at {at} {bound}")
+        })
     }
 
     fn check_string(&self, text: &str) -> Result<(), Failure> {
@@ -347,30 +360,18 @@ impl Rules {
             return Ok(());
         }
         let len = text.chars().count() as u64;
-        if let Some(min) = self.min_length
-            && len < min
-        {
-            return fail(format!("must be at least {min} characters long"));
-        }
-        if let Some(max) = self.max_length
-            && len > max
-        {
-            return fail(format!("must be at most {max} characters long"));
-        }
-        Ok(())
+        within(len, self.min_length, self.max_length, |at, bound| {
+            format!("must be at {at} {bound} characters long")
+        })
     }
 
     fn check_array(&self, items: &[Value]) -> Result<(), Failure> {
-        if let Some(max) = self.max_items
-            && items.len() as u64 > max
-        {
-            return fail(format!("must have at most {max} items"));
-        }
-        if let Some(min) = self.min_items
-            && (items.len() as u64) < min
-        {
-            return fail(format!("must have at least {min} items"));
-        }
+        within(
+            items.len() as u64,
+            self.min_items,
+            self.max_items,
+            |at, bound| format!("must have at {at} {bound} items"),
+        )?;
         if let Some(item) = &self.items {
             for (i, v) in items.iter().enumerate() {
                 item.check(v).map_err(|f| f.at_index(i))?;
