@@ -710,9 +710,7 @@ fn main() {
     if std::env::args().any(|a| a == "--stdio") {
         let session = Session::new("stdio".into(), Transport::Stdio, principal);
         let r = mreg::transport::stdio::stdin().and_then(|input| {
-            let spin = mreg::transport::stdio::Spin {
-                limit: Duration::from_micros(50),
-            };
+            let spin = Duration::from_micros(50);
             mreg::transport::stdio::serve(server, session, input, std::io::stdout(), 4, spin)
         });
         std::process::exit(if r.is_ok() { 0 } else { 1 });

@@ -312,9 +312,7 @@ fn run_stdio(data_dir: Option<PathBuf>) -> i32 {
         input,
         std::io::stdout(),
         app.config.stdio_workers,
-        stdio::Spin {
-            limit: app.config.stdio_spin,
-        },
+        app.config.stdio_spin,
     );
     if let Err(e) = app.shutdown() {
         log::error!("{e}");

@@ -333,7 +333,7 @@ impl StdioPipe {
                 PipeIn(input, Vec::new()),
                 PipeOut(output, Vec::new()),
                 workers,
-                mreg::transport::stdio::Spin::OFF,
+                Duration::ZERO,
             )
         });
         let pipe = StdioPipe {

@@ -54,39 +54,27 @@ pub fn stdin() -> io::Result<File> {
     Ok(File::from(io::stdin().as_fd().try_clone_to_owned()?))
 }
 
-/// How long the leader polls for the next line before it sleeps, and when.
-#[derive(Clone, Copy, Debug)]
-pub struct Spin {
-    /// The longest poll; zero turns polling off.
-    pub limit: Duration,
-}
-
-impl Spin {
-    pub const OFF: Spin = Spin {
-        limit: Duration::ZERO,
-    };
-
-    /// Polls only when the last line came within this many `limit`s of asking for it:
-    /// a client that is not answering quickly costs no polling.
-    const QUICK: u32 = 4;
-    /// After `n` polls in a row found nothing, `2^(n-1) - 1` reads go without polling
-    /// before the next try, up to `2^(MAX_MISSES-1) - 1` (63).
-    const MAX_MISSES: u32 = 7;
-}
-
 /// When the reader polls before it sleeps, from what the last reads found.
 struct Poller {
-    spin: Spin,
+    /// The longest poll; zero turns polling off.
+    spin: Duration,
     /// How long the last read waited for input, polling included.
     last_wait: Duration,
-    /// Polls in a row that found nothing (at most [`Spin::MAX_MISSES`]).
+    /// Polls in a row that found nothing (at most [`Poller::MAX_MISSES`]).
     misses: u32,
     /// Reads left to make without polling.
     skip: u32,
 }
 
 impl Poller {
-    fn new(spin: Spin) -> Poller {
+    /// Polls only when the last line came within this many `spin`s of asking for it:
+    /// a client that is not answering quickly costs no polling.
+    const QUICK: u32 = 4;
+    /// After `n` polls in a row found nothing, `2^(n-1) - 1` reads go without polling
+    /// before the next try, up to `2^(MAX_MISSES-1) - 1` (63).
+    const MAX_MISSES: u32 = 7;
+
+    fn new(spin: Duration) -> Poller {
         Poller {
             spin,
             last_wait: Duration::ZERO,
@@ -98,7 +86,7 @@ impl Poller {
     /// Whether to poll before a read: only just after an answer (`answered`), to a
     /// client whose last line came quickly, and not while backing off.
     fn wanted(&mut self, answered: bool) -> bool {
-        if !answered || self.last_wait >= self.spin.limit * Spin::QUICK {
+        if !answered || self.last_wait >= self.spin * Poller::QUICK {
             return false;
         }
         if self.skip > 0 {
@@ -116,7 +104,7 @@ impl Poller {
         if caught {
             self.misses = 0;
         } else {
-            self.misses = (self.misses + 1).min(Spin::MAX_MISSES);
+            self.misses = (self.misses + 1).min(Poller::MAX_MISSES);
             self.skip = (1 << (self.misses - 1)) - 1;
         }
     }
@@ -145,8 +133,8 @@ impl<W: Write + Send> Outbound for LineWriter<W> {
     }
 }
 
-/// Methods whose handlers may run long or wait for the client: never run by a thread
-/// that is still the reader.
+/// Methods whose handlers may run long or wait for the client: counted among the
+/// `workers` running, and run only with a thread kept ready to take the reading over.
 fn may_wait(method: &str) -> bool {
     matches!(
         method,
@@ -157,13 +145,15 @@ fn may_wait(method: &str) -> bool {
 /// Serves one client over `input`/`output` until EOF; returns when every request
 /// accepted before EOF has been answered. The calling thread serves too; at most
 /// `workers` requests run at once, and at most `workers` more threads are started.
+/// After an answer the reader polls `input` for up to `spin` before it sleeps (zero:
+/// never).
 pub fn serve<R: Input, W: Write + Send + 'static>(
     server: Arc<Server>,
     session: Arc<Session>,
     input: R,
     output: W,
     workers: usize,
-    spin: Spin,
+    spin: Duration,
 ) -> io::Result<()> {
     let out: Arc<dyn Outbound> = Arc::new(LineWriter::new(output));
     session.set_notifier(Some(out.clone()));
@@ -444,7 +434,7 @@ impl<R: Input> Reader<R> {
         if poller.wanted(answered) {
             let caught = loop {
                 match input.ready() {
-                    Some(false) if asked.elapsed() < poller.spin.limit => thread::yield_now(),
+                    Some(false) if asked.elapsed() < poller.spin => thread::yield_now(),
                     Some(ready) => break ready,
                     None => break false,
                 }
@@ -500,7 +490,7 @@ mod tests {
             buf: vec![0; 64],
             frames: VecDeque::new(),
             ended: None,
-            poller: Poller::new(Spin { limit }),
+            poller: Poller::new(limit),
         }
     }
 
@@ -521,7 +511,7 @@ mod tests {
         r.fill(false);
         assert_eq!(r.input.polls.get(), polled, "polled with no answer given");
 
-        r.poller.last_wait = Duration::from_micros(200) * Spin::QUICK;
+        r.poller.last_wait = Duration::from_micros(200) * Poller::QUICK;
         r.fill(true);
         assert_eq!(r.input.polls.get(), polled, "polled for a slow client");
 
