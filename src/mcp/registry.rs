@@ -130,14 +130,11 @@ pub struct Tool {
     pub name: String,
     pub title: Option<String>,
     pub description: String,
-    input_schema: Value,
-    output_schema: Option<Value>,
+    /// The schemas, prepared for checking every call.
+    input: Validator,
+    output: Option<Validator>,
     pub annotations: Option<Value>,
     pub handler: Arc<ToolHandler>,
-    /// The two schemas, prepared for checking every call; kept beside them, so the
-    /// schemas are set only through `new` and `output_schema`.
-    input_check: Validator,
-    output_check: Option<Validator>,
 }
 
 impl Tool {
@@ -154,12 +151,10 @@ impl Tool {
             name: name.into(),
             title: None,
             description: description.into(),
-            input_check: Validator::new(&input_schema),
-            input_schema,
-            output_schema: None,
+            input: Validator::new(input_schema),
+            output: None,
             annotations: None,
             handler: Arc::new(handler),
-            output_check: None,
         }
     }
 
@@ -169,27 +164,26 @@ impl Tool {
     }
 
     pub fn output_schema(mut self, schema: Value) -> Self {
-        self.output_check = Some(Validator::new(&schema));
-        self.output_schema = Some(schema);
+        self.output = Some(Validator::new(schema));
         self
     }
 
     pub fn input_schema(&self) -> &Value {
-        &self.input_schema
+        self.input.schema()
     }
 
     pub fn has_output_schema(&self) -> bool {
-        self.output_schema.is_some()
+        self.output.is_some()
     }
 
     /// The first rule `arguments` break of the input schema.
     pub fn check_input(&self, arguments: &Map<String, Value>) -> Result<(), SchemaError> {
-        self.input_check.validate_object(arguments)
+        self.input.validate_object(arguments)
     }
 
     /// The first rule `structured` content breaks of the output schema, if there is one.
     pub fn check_output(&self, structured: &Value) -> Result<(), SchemaError> {
-        self.output_check
+        self.output
             .as_ref()
             .map_or(Ok(()), |check| check.validate(structured))
     }
@@ -203,13 +197,13 @@ impl Tool {
         let mut d = json!({
             "name": self.name,
             "description": self.description,
-            "inputSchema": self.input_schema,
+            "inputSchema": self.input.schema(),
         });
         if let Some(t) = &self.title {
             d["title"] = json!(t);
         }
-        if let Some(s) = &self.output_schema {
-            d["outputSchema"] = s.clone();
+        if let Some(output) = &self.output {
+            d["outputSchema"] = output.schema().clone();
         }
         if let Some(a) = &self.annotations {
             d["annotations"] = a.clone();

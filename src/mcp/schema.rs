@@ -118,22 +118,31 @@ fn type_matches(bits: u8, v: &Value) -> bool {
 /// Checks `instance` against `schema` once; a schema used for many instances is better
 /// kept as a [`Validator`].
 pub fn validate(schema: &Value, instance: &Value) -> Result<(), SchemaError> {
-    Validator::new(schema).validate(instance)
+    Node::new(schema)
+        .check(instance)
+        .map_err(Failure::into_error)
 }
 
-/// A schema prepared for checking many instances: its keywords are looked up and read
+/// A schema, prepared for checking many instances: its keywords are looked up and read
 /// once, when it is made, instead of at every check (a tool's input and output are
-/// checked on every call).
+/// checked on every call). It keeps the schema as given, to be published.
 #[derive(Debug, Clone)]
 pub struct Validator {
+    schema: Value,
     root: Node,
 }
 
 impl Validator {
-    pub fn new(schema: &Value) -> Self {
+    pub fn new(schema: Value) -> Self {
         Validator {
-            root: Node::new(schema),
+            root: Node::new(&schema),
+            schema,
         }
+    }
+
+    /// The schema as given.
+    pub fn schema(&self) -> &Value {
+        &self.schema
     }
 
     pub fn validate(&self, instance: &Value) -> Result<(), SchemaError> {
@@ -520,7 +529,7 @@ mod tests {
             json!({"name": "x", "tags": ["a", "toolong"]}),
         ];
         for s in &schemas {
-            let check = Validator::new(s);
+            let check = Validator::new(s.clone());
             for v in &instances {
                 let Value::Object(obj) = v else {
                     unreachable!()
@@ -533,7 +542,7 @@ mod tests {
             }
         }
         assert!(
-            Validator::new(&json!({"type": "array"}))
+            Validator::new(json!({"type": "array"}))
                 .validate_object(&Map::new())
                 .is_err()
         );
