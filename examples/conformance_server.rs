@@ -710,8 +710,8 @@ fn main() {
     if std::env::args().any(|a| a == "--stdio") {
         let session = Session::new("stdio".into(), Transport::Stdio, principal);
         let r = mreg::transport::stdio::stdin().and_then(|input| {
-            let spin = Duration::from_micros(50);
-            mreg::transport::stdio::serve(server, session, input, std::io::stdout(), 4, spin)
+            let (out, spin) = (std::io::stdout(), config.stdio_spin);
+            mreg::transport::stdio::serve(server, session, input, out, 4, spin)
         });
         std::process::exit(if r.is_ok() { 0 } else { 1 });
     }
